@@ -1,0 +1,25 @@
+# `make test` and `make demo` set everything up themselves on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install test demo clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(INSTALLED)
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
+
+demo: $(INSTALLED)
+	$(BIN)/deeplab-cost --backbones=mobilenet_v2 --output_strides=16
+
+clean:
+	rm -rf demo_output

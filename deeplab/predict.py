@@ -1,0 +1,129 @@
+"""Inference on images of any size: padding, multi-scale and flipped inputs.
+
+This is the one inference path that evaluation, visualization and export share.
+
+Example:
+  >>> import numpy as np
+  >>> from deeplab import ModelConfig, build_model
+  >>> model = build_model(ModelConfig(backbone='mobilenet_v2', num_classes=3))
+  >>> probabilities = predict_probabilities(model, np.zeros([1, 50, 70, 3], np.uint8),
+  ...                                       eval_scales=(0.75, 1.0), flip=True)
+  >>> probabilities.shape
+  TensorShape([1, 50, 70, 3])
+"""
+
+from typing import Optional, Sequence, Tuple
+
+import tensorflow as tf
+import tf_keras
+
+from deeplab.backbones import get_backbone_spec
+from deeplab.layers import resize_bilinear
+
+
+def scale_dimension(size, scale: float):
+  """The official `scale_dimension`: int((size - 1) * scale + 1), for ints or tensors."""
+  if isinstance(size, tf.Tensor):
+    return tf.cast((tf.cast(size, tf.float32) - 1.0) * scale + 1.0, tf.int32)
+  return int((float(size) - 1.0) * scale + 1.0)
+
+
+def valid_size(size, output_stride: int):
+  """The smallest size >= `size` of the form k * output_stride + 1.
+
+  At these sizes every feature map's corners line up with the image's corners,
+  which the corner-aligned resizes of the model assume (513 = 32 * 16 + 1 is the
+  official crop size for this reason).
+  """
+  return (size - 1 + output_stride - 1) // output_stride * output_stride + 1
+
+
+def pad_value(backbone: str) -> Tuple[float, float, float]:
+  """The pixel value that normalizes to zero for `backbone` (the official mean pixel)."""
+  scale, offset = get_backbone_spec(backbone).normalization
+  offsets = offset if isinstance(offset, (tuple, list)) else (offset,) * 3
+  return tuple(-o / scale for o in offsets)
+
+
+def _pad_images(images: tf.Tensor, height, width, value) -> tf.Tensor:
+  """Pads [N, h, w, 3] at the bottom and right to [N, height, width, 3] with `value`."""
+  shape = tf.shape(images)
+  paddings = [[0, 0], [0, height - shape[1]], [0, width - shape[2]], [0, 0]]
+  value = tf.constant(value, images.dtype)
+  # tf.pad takes one scalar, so pad the zero-mean image with 0 and shift back.
+  return tf.pad(images - value, paddings) + value
+
+
+def predict_logits(model: tf_keras.Model, images, output_stride: Optional[int] = None):
+  """Logits [N, H, W, C] for images of any size, padded to a valid size and cropped back.
+
+  Args:
+    model: a `deeplab.DeepLabModel`.
+    images: RGB pixels 0..255, uint8 or float32 [N, H, W, 3].
+    output_stride: the stride the padded size is aligned to; defaults to the
+      model's output stride (its coarsest feature map).
+
+  Returns:
+    float32 logits at the input size.
+  """
+  images = tf.cast(images, tf.float32)
+  stride = output_stride or model.config.output_stride
+  shape = tf.shape(images)
+  height, width = shape[1], shape[2]
+  padded = _pad_images(images, valid_size(height, stride), valid_size(width, stride),
+                       pad_value(model.config.backbone))
+  logits = model(padded, training=False)
+  return tf.cast(logits[:, :height, :width, :], tf.float32)
+
+
+def predict_probabilities(model: tf_keras.Model,
+                          images,
+                          eval_scales: Sequence[float] = (1.0,),
+                          flip: bool = False) -> tf.Tensor:
+  """Class probabilities [N, H, W, C], averaged over scales and left-right flips.
+
+  Each scaled (and flipped) copy of the images runs through the model; its
+  softmax probabilities are resized back to the input size and averaged, as the
+  paper's multi-scale + flip evaluation.
+
+  Args:
+    model: a `deeplab.DeepLabModel`.
+    images: RGB pixels 0..255, uint8 or float32 [N, H, W, 3], any H and W.
+    eval_scales: input scales, e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75).
+    flip: also run the left-right flipped images.
+
+  Returns:
+    float32 probabilities [N, H, W, num_classes].
+  """
+  if not eval_scales or min(eval_scales) <= 0:
+    raise ValueError(f'eval_scales must be positive numbers; got {list(eval_scales)}.')
+  images = tf.cast(images, tf.float32)
+  shape = tf.shape(images)
+  height, width = shape[1], shape[2]
+  probabilities = []
+  for scale in eval_scales:
+    scaled = images
+    if scale != 1.0:
+      scaled = resize_bilinear(images, [scale_dimension(height, scale),
+                                        scale_dimension(width, scale)])
+    for flipped in ((False, True) if flip else (False,)):
+      inputs = tf.reverse(scaled, axis=[2]) if flipped else scaled
+      scaled_probabilities = tf.nn.softmax(predict_logits(model, inputs))
+      if flipped:
+        scaled_probabilities = tf.reverse(scaled_probabilities, axis=[2])
+      if scale != 1.0:
+        scaled_probabilities = resize_bilinear(scaled_probabilities, [height, width])
+      probabilities.append(scaled_probabilities)
+  return tf.add_n(probabilities) / len(probabilities)
+
+
+def predict_labels(model: tf_keras.Model,
+                   images,
+                   eval_scales: Sequence[float] = (1.0,),
+                   flip: bool = False) -> tf.Tensor:
+  """Class ids int32 [N, H, W]: the argmax of `predict_probabilities`."""
+  if tuple(eval_scales) == (1.0,) and not flip:
+    scores = predict_logits(model, images)
+  else:
+    scores = predict_probabilities(model, images, eval_scales, flip)
+  return tf.argmax(scores, axis=-1, output_type=tf.int32)

@@ -1,0 +1,53 @@
+"""Installs the `deeplab` library and its command-line tools.
+
+`tools/`, `datasets/` and `experiments/` live at the top of the repository, where
+users look for them, but install as `deeplab.tools`, `deeplab.datasets` and
+`deeplab.experiments`, so no generic top-level module name lands in site-packages.
+"""
+
+from setuptools import find_packages, setup
+
+_TOOLS = {
+    'deeplab-convert': 'convert',
+    'deeplab-train': 'train',
+    'deeplab-eval': 'evaluate',
+    'deeplab-predict': 'predict',
+    'deeplab-export': 'export',
+    'deeplab-import-checkpoint': 'import_checkpoint',
+    'deeplab-benchmark': 'benchmark',
+    'deeplab-cost': 'cost',
+}
+
+setup(
+    name='deeplab',
+    version='0.1.0',
+    description=('DeepLabV3+ semantic segmentation on TensorFlow 2 and tf-keras, '
+                 'faithful to the official implementation.'),
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.10',
+    packages=(find_packages(include=['deeplab', 'deeplab.*']) +
+              ['deeplab.tools', 'deeplab.datasets', 'deeplab.experiments']),
+    package_dir={
+        'deeplab.tools': 'tools',
+        'deeplab.datasets': 'datasets',
+        'deeplab.experiments': 'experiments',
+    },
+    package_data={'deeplab.experiments': ['*.yaml']},
+    install_requires=[
+        'tensorflow~=2.21.0',
+        'tf-keras~=2.21.0',
+        'tensorflow-datasets>=4.9.10',
+        'numpy>=1.26',
+        'absl-py>=2.1',
+        'pyyaml>=6.0',
+    ],
+    extras_require={
+        'test': ['pytest>=8'],
+    },
+    entry_points={
+        'console_scripts': [
+            f'{command}=deeplab.tools.{module}:run' for command, module in _TOOLS.items()
+        ],
+    },
+)

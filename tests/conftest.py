@@ -1,0 +1,27 @@
+"""Shared test set-up: quiet TensorFlow, small thread pools, and the shared data."""
+
+import os
+import pathlib
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import pytest  # noqa: E402
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+# Real samples and official reference outputs live outside the repository; tests
+# that need them find them here (or through DEEPLAB_SHARED_DIR) and skip otherwise.
+SHARED_DIR = pathlib.Path(os.environ.get('DEEPLAB_SHARED_DIR', REPO_ROOT.parent / 'shared'))
+
+
+def shared_path(*parts) -> pathlib.Path:
+  """Path under the shared directory, or a pytest skip naming what is missing."""
+  path = SHARED_DIR.joinpath(*parts)
+  if not path.exists():
+    pytest.skip(f'{path} is absent (set DEEPLAB_SHARED_DIR to the folder holding '
+                f'reference/ and data/ to run this test).')
+  return path
+
+
+@pytest.fixture
+def shared():
+  return shared_path
