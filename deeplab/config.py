@@ -1,10 +1,10 @@
 """Typed configuration: frozen dataclasses with the official defaults, validated on
-construction, serializable to dict and YAML, and overridable from strings.
+construction, serializable to dict and YAML (`deeplab.hyperparams`), and
+overridable from strings.
 
-`ModelConfig` describes the network. The helpers at the bottom (`to_dict`,
-`from_dict`, `load_yaml`, `override`) work for any config dataclass, so the
-experiment configs built on top of it share one strict parser: unknown keys and
-wrong types are rejected with the key's full name.
+`ModelConfig` describes the network; `ExperimentConfig` bundles it with the data,
+trainer, evaluation, export and runtime settings of one experiment. Registered
+experiments are the YAML files in `experiments/`.
 
 Example:
   >>> config = ModelConfig(backbone='mobilenet_v2', num_classes=2)
@@ -15,14 +15,10 @@ Example:
 """
 
 import dataclasses
-import json
 import os
-import tempfile
-import types
-import typing
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple
 
-import yaml
+from deeplab.hyperparams import ConfigError, check_types, load_yaml, override
 
 # The backbone families the model builder knows (`deeplab.backbones` holds their
 # definitions; a test checks both lists agree).
@@ -42,10 +38,6 @@ SUPPORTED_DECODER_OUTPUT_STRIDES = (4, 8)
 # ASPP atrous rates the paper uses at output stride 16; they scale inversely with
 # the output stride (8 -> 12, 24, 36).
 _ATROUS_RATES_AT_OUTPUT_STRIDE_16 = (6, 12, 18)
-
-
-class ConfigError(ValueError):
-  """A configuration value is missing, unknown, of the wrong type or out of range."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,211 +167,266 @@ def _check_choice(field: str, value: Any, allowed) -> None:
                       f'{", ".join(repr(a) for a in allowed)}; got {value!r}.')
 
 
-# ---------------------------------------------------------------------------
-# Generic (de)serialization shared by every config dataclass.
 
 
-def check_types(config, path: str = '') -> None:
-  """Raises ConfigError if a field's value does not match its annotation."""
-  hints = typing.get_type_hints(type(config))
-  prefix = path or type(config).__name__
-  for field in dataclasses.fields(config):
-    value = getattr(config, field.name)
-    coerced = _coerce(value, hints[field.name], f'{prefix}.{field.name}')
-    if coerced is not value:
-      object.__setattr__(config, field.name, coerced)
+SUPPORTED_STRATEGIES = ('default', 'mirrored', 'multi_worker', 'tpu')
+SUPPORTED_PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
+# The smallest crop the model can be trained on (its coarsest feature map must
+# have at least 3x3 cells at output stride 16).
+MIN_CROP_SIZE = 33
 
 
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-  """Converts `value` to the annotated type where that is lossless, else raises."""
-  origin = typing.get_origin(hint)
-  args = typing.get_args(hint)
-  if origin in (Union, types.UnionType):
-    if value is None and type(None) in args:
-      return None
-    errors = []
-    for arg in args:
-      if arg is type(None):
-        continue
-      try:
-        return _coerce(value, arg, key)
-      except ConfigError as e:
-        errors.append(str(e))
-    raise ConfigError(errors[0] if len(errors) == 1 else
-                      f'{key}: {value!r} matches none of {_type_name(hint)}.')
-  if origin in (tuple, list):
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-      raise ConfigError(f'{key} must be a list ({_type_name(hint)}); got {value!r}.')
-    if origin is tuple and args and args[-1] is not Ellipsis:
-      if len(value) != len(args):
-        raise ConfigError(f'{key} must have {len(args)} items; got {value!r}.')
-      return tuple(_coerce(v, a, f'{key}[{i}]') for i, (v, a) in
-                   enumerate(zip(value, args)))
-    item = args[0] if args else Any
-    items = [_coerce(v, item, f'{key}[{i}]') for i, v in enumerate(value)]
-    return tuple(items) if origin is tuple else items
-  if origin is dict:
-    if not isinstance(value, dict):
-      raise ConfigError(f'{key} must be a mapping; got {value!r}.')
-    key_type, value_type = args or (Any, Any)
-    return {_coerce(k, key_type, key): _coerce(v, value_type, f'{key}.{k}')
-            for k, v in value.items()}
-  if dataclasses.is_dataclass(hint):
-    if isinstance(value, hint):
-      return value
-    if isinstance(value, dict):
-      return from_dict(hint, value, key)
-    raise ConfigError(f'{key} must be a mapping of {hint.__name__} fields; got {value!r}.')
-  if hint is Any:
-    return value
-  if hint is bool:
-    if isinstance(value, bool):
-      return value
-    raise ConfigError(f'{key} must be true or false; got {value!r}.')
-  if hint is int:
-    if isinstance(value, int) and not isinstance(value, bool):
-      return value
-    if isinstance(value, float) and value.is_integer():
-      return int(value)
-    raise ConfigError(f'{key} must be an integer; got {value!r}.')
-  if hint is float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-      return float(value) if not isinstance(value, float) else value
-    raise ConfigError(f'{key} must be a number; got {value!r}.')
-  if hint is str:
-    if isinstance(value, str):
-      return value
-    raise ConfigError(f'{key} must be a string; got {value!r}.')
-  raise TypeError(f'{key}: unsupported annotation {hint!r}.')
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """One split of a converted dataset and how to read it.
+
+  Attributes:
+    dataset_dir: directory of the TFRecords written by `deeplab-convert` (or by the
+      official conversion scripts) and of their `dataset_info.json`.
+    split: split name; its files are `<dataset_dir>/<split>-*.tfrecord`.
+    batch_size: global batch size (split across replicas).
+    crop_size: (height, width) of training crops.
+    min_scale_factor, max_scale_factor, scale_factor_step_size: random scaling of
+      training images (official: 0.5 to 2.0 in steps of 0.25).
+    random_flip: random left-right flips in training.
+    ignore_label: label value excluded from loss and metrics (255; 0 for ADE20K).
+    cache: cache decoded examples in memory (small datasets).
+    shuffle_buffer_size: examples in the training shuffle buffer.
+  """
+  dataset_dir: str = ''
+  split: str = 'train'
+  batch_size: int = 16
+  crop_size: Tuple[int, int] = (513, 513)
+  min_scale_factor: float = 0.5
+  max_scale_factor: float = 2.0
+  scale_factor_step_size: float = 0.25
+  random_flip: bool = True
+  ignore_label: int = 255
+  cache: bool = False
+  shuffle_buffer_size: int = 1000
+
+  def __post_init__(self):
+    check_types(self)
+    name = type(self).__name__
+    if self.batch_size < 1:
+      raise ConfigError(f'{name}.batch_size must be at least 1; got {self.batch_size}.')
+    if min(self.crop_size) < MIN_CROP_SIZE:
+      raise ConfigError(f'{name}.crop_size must be at least {MIN_CROP_SIZE}x{MIN_CROP_SIZE}; '
+                        f'got {self.crop_size}.')
+    if not 0 < self.min_scale_factor <= self.max_scale_factor:
+      raise ConfigError(f'{name}: need 0 < min_scale_factor <= max_scale_factor; got '
+                        f'{self.min_scale_factor} and {self.max_scale_factor}.')
+    if self.scale_factor_step_size < 0:
+      raise ConfigError(f'{name}.scale_factor_step_size must be >= 0 (0: continuous); '
+                        f'got {self.scale_factor_step_size}.')
+    if not 0 <= self.ignore_label <= 255:
+      raise ConfigError(f'{name}.ignore_label must be in [0, 255]; got {self.ignore_label}.')
+
+  @property
+  def file_pattern(self) -> str:
+    return f'{self.dataset_dir.rstrip("/")}/{self.split}-*'
 
 
-def _type_name(hint: Any) -> str:
-  return getattr(hint, '__name__', None) or str(hint).replace('typing.', '')
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+  """The optimization schedule and training-loop settings (official train.py flags).
+
+  Attributes:
+    train_steps: optimizer steps (official training_number_of_steps).
+    base_learning_rate: initial learning rate of the poly schedule.
+    learning_power: power of the poly decay.
+    end_learning_rate: learning rate at the last step.
+    warmup_steps: linear warm-up steps from 0 to base_learning_rate.
+    momentum: SGD momentum.
+    last_layer_gradient_multiplier: gradient multiplier of the logits layer.
+    fine_tune_batch_norm: update BatchNorm statistics and parameters; False freezes
+      every BatchNorm layer (needed with small per-replica batches).
+    freeze_backbone: train the ASPP, decoder and logits only.
+    top_k_percent_pixels: hard pixel mining: the loss keeps the hardest fraction
+      of pixels (1.0 keeps all).
+    hard_example_mining_step: steps over which top_k_percent_pixels ramps down
+      from 1.0 to its value.
+    class_weights: per-class loss weights; () weighs every class 1.
+    gradient_clip_norm: clip the global gradient norm to this value; 0 disables.
+    initial_checkpoint: native or official checkpoint to start from.
+    initialize_last_layer: also load the logits layer from initial_checkpoint.
+    checkpoint_every_n_steps: steps between checkpoints.
+    max_checkpoints_to_keep: checkpoints kept in the model directory.
+    log_every_n_steps: steps between progress logs and summaries.
+    eval_every_n_steps: steps between evaluations on eval_data; 0 disables.
+  """
+  train_steps: int = 30000
+  base_learning_rate: float = 0.007
+  learning_power: float = 0.9
+  end_learning_rate: float = 0.0
+  warmup_steps: int = 0
+  momentum: float = 0.9
+  last_layer_gradient_multiplier: float = 1.0
+  fine_tune_batch_norm: bool = True
+  freeze_backbone: bool = False
+  top_k_percent_pixels: float = 1.0
+  hard_example_mining_step: int = 0
+  class_weights: Tuple[float, ...] = ()
+  gradient_clip_norm: float = 0.0
+  initial_checkpoint: str = ''
+  initialize_last_layer: bool = True
+  checkpoint_every_n_steps: int = 1000
+  max_checkpoints_to_keep: int = 5
+  log_every_n_steps: int = 10
+  eval_every_n_steps: int = 0
+
+  def __post_init__(self):
+    check_types(self)
+    name = type(self).__name__
+    for field in ('train_steps', 'checkpoint_every_n_steps', 'max_checkpoints_to_keep',
+                  'log_every_n_steps'):
+      if getattr(self, field) < 1:
+        raise ConfigError(f'{name}.{field} must be at least 1; got {getattr(self, field)}.')
+    for field in ('warmup_steps', 'hard_example_mining_step', 'eval_every_n_steps',
+                  'base_learning_rate', 'end_learning_rate', 'gradient_clip_norm'):
+      if getattr(self, field) < 0:
+        raise ConfigError(f'{name}.{field} must be >= 0; got {getattr(self, field)}.')
+    if not 0 < self.top_k_percent_pixels <= 1:
+      raise ConfigError(f'{name}.top_k_percent_pixels must be in (0, 1]; '
+                        f'got {self.top_k_percent_pixels}.')
 
 
-def to_dict(config) -> Dict[str, Any]:
-  """A config dataclass as plain nested dicts, lists and scalars (JSON/YAML-ready)."""
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """How predictions are made for evaluation (official eval.py flags).
 
-  def plain(value):
-    if dataclasses.is_dataclass(value):
-      return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-      return [plain(v) for v in value]
-    if isinstance(value, dict):
-      return {k: plain(v) for k, v in value.items()}
-    return value
+  Attributes:
+    eval_scales: input scales whose probabilities are averaged.
+    add_flipped_images: also average the left-right flipped inputs.
+    output_stride: output stride at evaluation; None keeps the model's.
+    trimap_widths: also report mIoU within bands of these widths (pixels) around
+      label boundaries (the paper's Fig. 5).
+  """
+  eval_scales: Tuple[float, ...] = (1.0,)
+  add_flipped_images: bool = False
+  output_stride: Optional[int] = None
+  trimap_widths: Tuple[int, ...] = ()
 
-  return plain(config)
-
-
-def from_dict(cls, values: Dict[str, Any], path: Optional[str] = None):
-  """Builds config dataclass `cls` from a dict; unknown keys raise, naming the key."""
-  path = path or cls.__name__
-  if not isinstance(values, dict):
-    raise ConfigError(f'{path} must be a mapping; got {values!r}.')
-  names = {f.name for f in dataclasses.fields(cls)}
-  unknown = sorted(set(values) - names)
-  if unknown:
-    raise ConfigError(f'Unknown key {path}.{unknown[0]}; {cls.__name__} has: '
-                      f'{", ".join(sorted(names))}.')
-  hints = typing.get_type_hints(cls)
-  kwargs = {k: _coerce(v, hints[k], f'{path}.{k}') for k, v in values.items()}
-  return cls(**kwargs)
+  def __post_init__(self):
+    check_types(self)
+    if not self.eval_scales or min(self.eval_scales) <= 0:
+      raise ConfigError(f'EvalConfig.eval_scales must be positive numbers; '
+                        f'got {self.eval_scales}.')
+    if self.output_stride is not None and self.output_stride not in SUPPORTED_OUTPUT_STRIDES:
+      raise ConfigError(f'EvalConfig.output_stride must be one of '
+                        f'{SUPPORTED_OUTPUT_STRIDES} or None; got {self.output_stride}.')
 
 
-def override(config, overrides: Union[str, Dict[str, Any]]):
-  """Returns `config` with dotted-key overrides applied.
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+  """What an exported SavedModel computes (official export_model.py flags).
 
-  Args:
-    config: a config dataclass.
-    overrides: 'a.b=1,c=[6, 12, 18]' (values parsed as YAML) or a nested dict such as
-      one loaded from a YAML file.
+  Attributes:
+    eval_scales: input scales baked into the serving graph.
+    add_flipped_images: also average flipped inputs in the serving graph.
+    output_stride: output stride of the exported model; None keeps the model's.
+    include_probabilities: also return class probabilities.
+    max_image_pixels: requests with larger images are rejected (decompression bombs).
+  """
+  eval_scales: Tuple[float, ...] = (1.0,)
+  add_flipped_images: bool = False
+  output_stride: Optional[int] = None
+  include_probabilities: bool = False
+  max_image_pixels: int = 4096 * 4096
+
+  def __post_init__(self):
+    check_types(self)
+    if not self.eval_scales or min(self.eval_scales) <= 0:
+      raise ConfigError(f'ExportConfig.eval_scales must be positive numbers; '
+                        f'got {self.eval_scales}.')
+    if self.max_image_pixels < 1:
+      raise ConfigError(f'ExportConfig.max_image_pixels must be positive; '
+                        f'got {self.max_image_pixels}.')
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+  """Where and how the computation runs.
+
+  Attributes:
+    distribution_strategy: 'default' (one device), 'mirrored' (all local GPUs),
+      'multi_worker' (from TF_CONFIG) or 'tpu'.
+    tpu: TPU name or address for the 'tpu' strategy.
+    mixed_precision_dtype: 'float32', 'mixed_bfloat16' or 'mixed_float16'.
+    enable_xla: compile the train and eval steps with XLA.
+    seed: one seed for data order, augmentation, initialization and dropout.
+    deterministic: use deterministic ops (reproducible, slower).
+  """
+  distribution_strategy: str = 'default'
+  tpu: str = ''
+  mixed_precision_dtype: str = 'float32'
+  enable_xla: bool = False
+  seed: int = 0
+  deterministic: bool = False
+
+  def __post_init__(self):
+    check_types(self)
+    if self.distribution_strategy not in SUPPORTED_STRATEGIES:
+      raise ConfigError(f'RuntimeConfig.distribution_strategy must be one of '
+                        f'{", ".join(SUPPORTED_STRATEGIES)}; got '
+                        f'{self.distribution_strategy!r}.')
+    if self.mixed_precision_dtype not in SUPPORTED_PRECISIONS:
+      raise ConfigError(f'RuntimeConfig.mixed_precision_dtype must be one of '
+                        f'{", ".join(SUPPORTED_PRECISIONS)}; got '
+                        f'{self.mixed_precision_dtype!r}.')
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """Everything one experiment needs: model, data, schedule, evaluation, export."""
+  model: ModelConfig = ModelConfig()
+  train_data: DataConfig = DataConfig()
+  eval_data: DataConfig = DataConfig(split='val', batch_size=1)
+  trainer: TrainerConfig = TrainerConfig()
+  evaluation: EvalConfig = EvalConfig()
+  export: ExportConfig = ExportConfig()
+  runtime: RuntimeConfig = RuntimeConfig()
+
+  def __post_init__(self):
+    check_types(self)
+
+
+def experiments_dir() -> str:
+  """The directory of the registered experiment YAML files."""
+  from deeplab import experiments  # pylint: disable=import-outside-toplevel
+  return os.path.dirname(os.path.abspath(experiments.__file__))
+
+
+def registered_experiments() -> Tuple[str, ...]:
+  """Names of the registered experiments (the YAML files in `experiments/`)."""
+  return tuple(sorted(os.path.splitext(name)[0] for name in os.listdir(experiments_dir())
+                      if name.endswith('.yaml')))
+
+
+def load_experiment(experiment: str = '',
+                    config_files: Sequence[str] = (),
+                    params_override: str = '') -> ExperimentConfig:
+  """Builds an experiment config from a registered name or YAML file, then overrides.
+
+  Layers, each over the last: the defaults, the experiment (a registered name or a
+  YAML path), each of `config_files`, then `params_override`
+  ('trainer.train_steps=100,model.output_stride=8').
 
   Raises:
-    ConfigError: naming the first unknown key or ill-typed value.
+    ConfigError: naming the unknown experiment, file, key or ill-typed value.
   """
-  if isinstance(overrides, str):
-    nested: Dict[str, Any] = {}
-    for key, value in _split_overrides(overrides):
-      node = nested
-      parts = key.split('.')
-      for part in parts[:-1]:
-        node = node.setdefault(part, {})
-      node[parts[-1]] = value
-    overrides = nested
-  return _merge(config, overrides, type(config).__name__)
-
-
-def _merge(config, overrides: Dict[str, Any], path: str):
-  if not isinstance(overrides, dict):
-    raise ConfigError(f'{path} must be a mapping; got {overrides!r}.')
-  values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-  unknown = sorted(set(overrides) - set(values))
-  if unknown:
-    raise ConfigError(f'Unknown key {path}.{unknown[0]}; {type(config).__name__} has: '
-                      f'{", ".join(sorted(values))}.')
-  for key, value in overrides.items():
-    if dataclasses.is_dataclass(values[key]) and isinstance(value, dict):
-      values[key] = _merge(values[key], value, f'{path}.{key}')
-    else:
-      values[key] = value
-  return from_dict(type(config), values, path)
-
-
-def _split_overrides(text: str):
-  """Splits 'a=1,b=[1, 2],c=x' at top-level commas into (key, parsed value) pairs."""
-  items, depth, current = [], 0, ''
-  for char in text:
-    if char in '[{':
-      depth += 1
-    elif char in ']}':
-      depth -= 1
-    if char == ',' and depth == 0:
-      items.append(current)
-      current = ''
-    else:
-      current += char
-  items.append(current)
-  for item in items:
-    if not item.strip():
-      continue
-    if '=' not in item:
-      raise ConfigError(f'Override {item.strip()!r} is not of the form key=value.')
-    key, value = item.split('=', 1)
-    yield key.strip(), yaml.safe_load(value) if value.strip() else None
-
-
-def load_yaml(path: str) -> Dict[str, Any]:
-  """Reads a YAML mapping from `path`, with the file named in any error."""
-  try:
-    with open(path, encoding='utf-8') as f:
-      values = yaml.safe_load(f)
-  except OSError as e:
-    raise ConfigError(f'Cannot read config file {path}: {e.strerror}.') from e
-  except yaml.YAMLError as e:
-    raise ConfigError(f'Config file {path} is not valid YAML: {e}') from e
-  if values is None:
-    return {}
-  if not isinstance(values, dict):
-    raise ConfigError(f'Config file {path} must hold a mapping at the top level.')
-  return values
-
-
-def save_yaml(config, path: str) -> None:
-  """Writes `config` as YAML atomically (temp file + rename)."""
-  text = yaml.safe_dump(to_dict(config), sort_keys=False)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.yaml')
-  try:
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
-def to_json(config) -> str:
-  return json.dumps(to_dict(config), sort_keys=False)
+  config = ExperimentConfig()
+  if experiment:
+    path = experiment
+    if not os.path.exists(path):
+      path = os.path.join(experiments_dir(), f'{experiment}.yaml')
+      if not os.path.exists(path):
+        raise ConfigError(f'Unknown experiment {experiment!r}: not a file, and not one of '
+                          f'the registered experiments: '
+                          f'{", ".join(registered_experiments())}.')
+    config = override(config, load_yaml(path))
+  for path in config_files:
+    config = override(config, load_yaml(path))
+  if params_override:
+    config = override(config, params_override)
+  return config

@@ -15,7 +15,8 @@ import tensorflow as tf
 import tf_keras
 
 from deeplab.backbones import build_backbone, get_backbone_spec
-from deeplab.config import ModelConfig, from_dict, to_dict
+from deeplab.config import ModelConfig
+from deeplab.hyperparams import from_dict, to_dict
 from deeplab.layers import ASPP, ConvBN, Decoder, ResizeLike, batch_norm_args
 
 # Official BatchNorm settings of the ASPP, decoder (model.py).
