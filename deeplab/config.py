@@ -16,7 +16,7 @@ Example:
 
 import dataclasses
 import os
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from deeplab.hyperparams import ConfigError, check_types, load_yaml, override
 
@@ -118,6 +118,9 @@ class ModelConfig:
                                         min(self.multi_grid) < 1):
       raise ConfigError(f'ModelConfig.multi_grid must be three positive unit rates '
                         f'(e.g. 1, 2, 4) or None; got {self.multi_grid}.')
+    if self.multi_grid is not None and self.backbone == 'mobilenet_v2':
+      raise ConfigError('ModelConfig.multi_grid applies to ResNet and Xception backbones; '
+                        'set it to None for mobilenet_v2.')
     if self.depth_multiplier <= 0:
       raise ConfigError(f'ModelConfig.depth_multiplier must be positive; '
                         f'got {self.depth_multiplier}.')
@@ -236,9 +239,13 @@ class TrainerConfig:
     base_learning_rate: initial learning rate of the poly schedule.
     learning_power: power of the poly decay.
     end_learning_rate: learning rate at the last step.
-    warmup_steps: linear warm-up steps from 0 to base_learning_rate.
+    warmup_steps: linear warm-up steps from 0 to base_learning_rate; the poly
+      decay then runs over the remaining steps (as the official slow start).
     momentum: SGD momentum.
-    last_layer_gradient_multiplier: gradient multiplier of the logits layer.
+    last_layer_gradient_multiplier: gradient multiplier of the last layers (the
+      official flag; as there, the logits bias gradient is also doubled).
+    last_layers_contain_logits_only: the last layers are the logits layer only;
+      otherwise also ASPP and the decoder (official default).
     fine_tune_batch_norm: update BatchNorm statistics and parameters; False freezes
       every BatchNorm layer (needed with small per-replica batches).
     freeze_backbone: train the ASPP, decoder and logits only.
@@ -262,6 +269,7 @@ class TrainerConfig:
   warmup_steps: int = 0
   momentum: float = 0.9
   last_layer_gradient_multiplier: float = 1.0
+  last_layers_contain_logits_only: bool = False
   fine_tune_batch_norm: bool = True
   freeze_backbone: bool = False
   top_k_percent_pixels: float = 1.0
@@ -289,6 +297,14 @@ class TrainerConfig:
     if not 0 < self.top_k_percent_pixels <= 1:
       raise ConfigError(f'{name}.top_k_percent_pixels must be in (0, 1]; '
                         f'got {self.top_k_percent_pixels}.')
+    if self.warmup_steps >= self.train_steps:
+      raise ConfigError(f'{name}.warmup_steps ({self.warmup_steps}) must be smaller than '
+                        f'train_steps ({self.train_steps}).')
+    if self.momentum < 0 or self.last_layer_gradient_multiplier < 0:
+      raise ConfigError(f'{name}.momentum and last_layer_gradient_multiplier must be >= 0; '
+                        f'got {self.momentum} and {self.last_layer_gradient_multiplier}.')
+    if any(w < 0 for w in self.class_weights):
+      raise ConfigError(f'{name}.class_weights must be >= 0; got {self.class_weights}.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,6 +405,15 @@ class ExperimentConfig:
 
   def __post_init__(self):
     check_types(self)
+    weights = self.trainer.class_weights
+    if weights and len(weights) != self.model.num_classes:
+      raise ConfigError(f'ExperimentConfig.trainer.class_weights must have one weight per '
+                        f'class (model.num_classes = {self.model.num_classes}); got '
+                        f'{len(weights)}.')
+
+
+# The key of an experiment YAML file naming the file it extends.
+BASE_KEY = 'base'
 
 
 def experiments_dir() -> str:
@@ -398,9 +423,54 @@ def experiments_dir() -> str:
 
 
 def registered_experiments() -> Tuple[str, ...]:
-  """Names of the registered experiments (the YAML files in `experiments/`)."""
+  """Names of the registered experiments (the YAML files in `experiments/`).
+
+  Files whose name starts with '_' are shared bases that experiments extend, not
+  experiments themselves.
+  """
   return tuple(sorted(os.path.splitext(name)[0] for name in os.listdir(experiments_dir())
-                      if name.endswith('.yaml')))
+                      if name.endswith('.yaml') and not name.startswith('_')))
+
+
+def load_experiment_yaml(path: str) -> Dict[str, Any]:
+  """Reads an experiment YAML file, merged over the file its `base:` key names.
+
+  `base` is a path relative to the file's directory (or absolute); bases may have
+  bases of their own. Mappings merge key by key, the file's values winning; any
+  other value (lists included) replaces the base's.
+
+  Raises:
+    ConfigError: naming the file whose base is missing or forms a cycle.
+  """
+  return _load_with_bases(os.path.abspath(path), ())
+
+
+def _load_with_bases(path: str, chain: Tuple[str, ...]) -> Dict[str, Any]:
+  if path in chain:
+    raise ConfigError(f'Config file {chain[-1]} has a cycle of {BASE_KEY!r} files: '
+                      f'{" -> ".join(chain + (path,))}.')
+  values = load_yaml(path)
+  base = values.pop(BASE_KEY, None)
+  if base is None:
+    return values
+  if not isinstance(base, str) or not base:
+    raise ConfigError(f'Config file {path}: {BASE_KEY!r} must be the path of a YAML file; '
+                      f'got {base!r}.')
+  base_path = os.path.join(os.path.dirname(path), base)
+  if not os.path.exists(base_path):
+    raise ConfigError(f'Config file {path}: its {BASE_KEY} {base!r} does not exist '
+                      f'(looked for {base_path}).')
+  return _deep_merge(_load_with_bases(base_path, chain + (path,)), values)
+
+
+def _deep_merge(base: Dict[str, Any], values: Dict[str, Any]) -> Dict[str, Any]:
+  merged = dict(base)
+  for key, value in values.items():
+    if isinstance(value, dict) and isinstance(merged.get(key), dict):
+      merged[key] = _deep_merge(merged[key], value)
+    else:
+      merged[key] = value
+  return merged
 
 
 def load_experiment(experiment: str = '',
@@ -410,10 +480,16 @@ def load_experiment(experiment: str = '',
 
   Layers, each over the last: the defaults, the experiment (a registered name or a
   YAML path), each of `config_files`, then `params_override`
-  ('trainer.train_steps=100,model.output_stride=8').
+  ('trainer.train_steps=100,model.output_stride=8'). Any YAML file may extend
+  another through a `base:` key (`load_experiment_yaml`).
 
   Raises:
     ConfigError: naming the unknown experiment, file, key or ill-typed value.
+
+  Example:
+    >>> config = load_experiment('pascal_voc_xception_65', (), 'trainer.train_steps=10')
+    >>> config.model.backbone, config.trainer.train_steps
+    ('xception_65', 10)
   """
   config = ExperimentConfig()
   if experiment:
@@ -424,9 +500,9 @@ def load_experiment(experiment: str = '',
         raise ConfigError(f'Unknown experiment {experiment!r}: not a file, and not one of '
                           f'the registered experiments: '
                           f'{", ".join(registered_experiments())}.')
-    config = override(config, load_yaml(path))
+    config = override(config, load_experiment_yaml(path))
   for path in config_files:
-    config = override(config, load_yaml(path))
+    config = override(config, load_experiment_yaml(path))
   if params_override:
     config = override(config, params_override)
   return config

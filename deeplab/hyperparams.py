@@ -16,13 +16,13 @@ Example:
 
 import dataclasses
 import json
-import os
-import tempfile
 import types
 import typing
 from typing import Any, Dict, Optional, Union
 
 import yaml
+
+from deeplab.files import atomic_write
 
 
 class ConfigError(ValueError):
@@ -230,18 +230,7 @@ def load_yaml(path: str) -> Dict[str, Any]:
 
 def save_yaml(config, path: str) -> None:
   """Writes `config` as YAML atomically (temp file + rename)."""
-  text = yaml.safe_dump(to_dict(config), sort_keys=False)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.yaml')
-  try:
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  atomic_write(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def to_json(config) -> str:

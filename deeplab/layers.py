@@ -286,6 +286,40 @@ def resize_bilinear(images: tf.Tensor, size) -> tf.Tensor:
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+class ImageNormalization(tf_keras.layers.Layer):
+  """Maps RGB pixels in [0, 255] to a backbone's input range: pixels * scale + offset.
+
+  Args:
+    scale: multiplier (2/255 for the [-1, 1] range of most official backbones).
+    offset: added after scaling; a number or one per channel (e.g. minus the
+      ImageNet mean for the non-beta ResNets).
+
+  Input: uint8 or float [batch, height, width, 3]. Output: float, same shape.
+
+  Example:
+    >>> ImageNormalization(2 / 255, -1.0)(tf.constant([[[[0, 255, 127.5]]]])).numpy()
+    array([[[[-1.,  1.,  0.]]]], dtype=float32)
+  """
+
+  def __init__(self, scale: float, offset: Any = 0.0, **kwargs):
+    super().__init__(**kwargs)
+    self.scale = scale
+    self.offset = list(offset) if isinstance(offset, (list, tuple)) else offset
+
+  def call(self, images):
+    if images.shape.rank is not None and (images.shape.rank != 4 or images.shape[-1] != 3):
+      raise ValueError(f'images must be RGB pixels [batch, height, width, 3]; got shape '
+                       f'{images.shape}. Convert grayscale or RGBA images to RGB first.')
+    offset = tf.constant(self.offset, self.compute_dtype)
+    return tf.cast(images, self.compute_dtype) * tf.cast(self.scale, self.compute_dtype) + offset
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(scale=self.scale, offset=self.offset)
+    return config
+
+
+@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
 class ResizeLike(tf_keras.layers.Layer):
   """Resizes its first input (bilinear, corners aligned) to the spatial size of the
   second: the decoder's upsampling of ASPP features and the logits' upsampling to

@@ -17,7 +17,8 @@ import tf_keras
 from deeplab.backbones import build_backbone, get_backbone_spec
 from deeplab.config import ModelConfig
 from deeplab.hyperparams import from_dict, to_dict
-from deeplab.layers import ASPP, ConvBN, Decoder, ResizeLike, batch_norm_args
+from deeplab.layers import (ASPP, ConvBN, Decoder, ImageNormalization, ResizeLike,
+                            batch_norm_args)
 
 # Official BatchNorm settings of the ASPP, decoder (model.py).
 HEAD_BATCH_NORM_MOMENTUM = 0.9997
@@ -58,7 +59,7 @@ class DeepLabModel(tf_keras.Model):
 
     images = tf_keras.Input((None, None, 3), name='images')
     scale, offset = spec.normalization
-    normalized = tf_keras.layers.Rescaling(scale, offset, name='normalize')(images)
+    normalized = ImageNormalization(scale, offset, name='normalize')(images)
     backbone = build_backbone(
         config.backbone, output_stride=config.output_stride,
         multi_grid=config.resolved_multi_grid, depth_multiplier=config.depth_multiplier,

@@ -12,7 +12,7 @@ Example:
   TensorShape([1, 50, 70, 3])
 """
 
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras
@@ -127,3 +127,60 @@ def predict_labels(model: tf_keras.Model,
   else:
     scores = predict_probabilities(model, images, eval_scales, flip)
   return tf.argmax(scores, axis=-1, output_type=tf.int32)
+
+
+def label_predictor(model: tf_keras.Model,
+                    eval_scales: Sequence[float] = (1.0,),
+                    flip: bool = False) -> Callable[[tf.Tensor], tf.Tensor]:
+  """`predict_labels` of `model` as a compiled function, traced once for all sizes.
+
+  Args:
+    model: a `deeplab.DeepLabModel`.
+    eval_scales, flip: as `predict_probabilities`.
+
+  Returns:
+    A function from RGB pixels uint8 [N, H, W, 3] to class ids int32 [N, H, W].
+
+  Example:
+    >>> from deeplab import ModelConfig, build_model
+    >>> predict = label_predictor(build_model(ModelConfig(backbone='mobilenet_v2')))
+    >>> predict(tf.zeros([1, 40, 60, 3], tf.uint8)).shape
+    TensorShape([1, 40, 60])
+  """
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+  def predict(images):
+    return predict_labels(model, images, eval_scales, flip)
+
+  return predict
+
+
+def load_label_predictor(export_dir: str) -> Callable[[tf.Tensor], tf.Tensor]:
+  """The prediction function of an exported SavedModel (its 'image_tensor' signature).
+
+  Args:
+    export_dir: a directory written by `deeplab-export`.
+
+  Returns:
+    A function from RGB pixels uint8 [N, H, W, 3] to class ids int32 [N, H, W];
+    the scales, flip and output stride are those baked in at export.
+
+  Raises:
+    ValueError: `export_dir` holds no SavedModel or it lacks the signature.
+  """
+  if not tf.saved_model.contains_saved_model(export_dir):
+    raise ValueError(f'{export_dir} holds no SavedModel (no saved_model.pb).')
+  loaded = tf.saved_model.load(export_dir)
+  if 'image_tensor' not in loaded.signatures:
+    raise ValueError(f'The SavedModel {export_dir} has no "image_tensor" signature; it has '
+                     f'{", ".join(sorted(loaded.signatures)) or "none"}.')
+  signature = loaded.signatures['image_tensor']
+  (input_name,) = signature.structured_input_signature[1]
+
+  def predict(images):
+    shape = tf.shape(images)
+    labels = signature(**{input_name: tf.cast(images, tf.uint8)})['labels']
+    return tf.cast(labels[:, :shape[1], :shape[2]], tf.int32)
+
+  # The signature's variables live as long as the loaded object does.
+  predict.saved_model = loaded
+  return predict

@@ -25,3 +25,11 @@ def shared_path(*parts) -> pathlib.Path:
 @pytest.fixture
 def shared():
   return shared_path
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_session():
+  """Frees the models a test built, so a long run does not accumulate them."""
+  yield
+  import tf_keras  # pylint: disable=import-outside-toplevel
+  tf_keras.backend.clear_session()

@@ -119,6 +119,7 @@ def build_backbone(name: str,
     [batch, ceil(H/os), ceil(W/os), C] (and 'low_level_features').
 
   Example:
+    >>> import tensorflow as tf
     >>> backbone = build_backbone('mobilenet_v2', output_stride=16, low_level_stride=4)
     >>> outputs = backbone(tf.zeros([1, 65, 65, 3]))
     >>> outputs['features'].shape, outputs['low_level_features'].shape

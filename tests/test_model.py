@@ -1,0 +1,102 @@
+"""The model family: shapes, dtypes, serialization, output-stride rebuilds, errors."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from deeplab import ModelConfig, build_model, with_output_stride
+from deeplab.config import SUPPORTED_BACKBONES, SUPPORTED_OUTPUT_STRIDES
+
+
+def _tiny(**kwargs):
+  """A small but complete DeepLabV3+ (separable ASPP, image pooling, decoder)."""
+  defaults = dict(backbone='mobilenet_v2', num_classes=4, depth_multiplier=0.25,
+                  aspp_convs_filters=16, decoder_filters=16)
+  defaults.update(kwargs)
+  return ModelConfig(**defaults)
+
+
+@pytest.mark.parametrize('output_stride', SUPPORTED_OUTPUT_STRIDES)
+@pytest.mark.parametrize('backbone', SUPPORTED_BACKBONES)
+def test_every_backbone_and_output_stride_returns_logits_at_input_size(backbone, output_stride):
+  model = build_model(ModelConfig(backbone=backbone, output_stride=output_stride,
+                                  num_classes=3, decoder_output_stride=4))
+  for height, width in ((65, 65), (97, 128)):
+    pixels = np.random.RandomState(height).randint(0, 256, [1, height, width, 3])
+    logits = model(pixels.astype(np.uint8), training=False)
+    assert logits.shape == (1, height, width, 3)
+    assert logits.dtype == tf.float32
+    np.testing.assert_allclose(
+        logits.numpy(), model(pixels.astype(np.float32), training=False).numpy(),
+        rtol=0, atol=0, err_msg='uint8 and float32 pixels must give the same logits')
+
+
+def test_batch_and_size_are_dynamic():
+  model = build_model(_tiny())
+  assert model.input_shape == (None, None, None, 3)
+  assert model(np.zeros([3, 33, 47, 3], np.float32)).shape == (3, 33, 47, 4)
+
+
+def test_features_have_the_configured_output_stride():
+  for output_stride in SUPPORTED_OUTPUT_STRIDES:
+    model = build_model(_tiny(output_stride=output_stride))
+    features = model.backbone(tf.zeros([1, 129, 129, 3]))['features']
+    assert features.shape[1] == (129 - 1) // output_stride + 1
+
+
+@pytest.mark.parametrize('suffix', ['keras', 'savedmodel'])
+def test_save_and_load_round_trip_gives_identical_outputs(tmp_path, suffix):
+  model = build_model(_tiny())
+  pixels = np.random.RandomState(0).randint(0, 256, [2, 65, 65, 3]).astype(np.float32)
+  expected = model(pixels, training=False).numpy()
+  path = str(tmp_path / ('model.keras' if suffix == 'keras' else 'saved_model'))
+  model.save(path)
+  loaded = tf_keras.models.load_model(path)
+  assert loaded.config == model.config
+  np.testing.assert_array_equal(loaded(pixels, training=False).numpy(), expected)
+
+
+def test_rebuild_at_another_output_stride_reuses_every_weight():
+  model = build_model(_tiny(backbone='xception_41', depth_multiplier=1.0))
+  dense = with_output_stride(model, 8)
+  assert dense.config.output_stride == 8
+  assert dense.config.resolved_atrous_rates == (12, 24, 36)
+  assert [w.name for w in dense.weights] == [w.name for w in model.weights]
+  for ours, theirs in zip(dense.weights, model.weights):
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+  pixels = np.random.RandomState(1).randint(0, 256, [1, 65, 65, 3]).astype(np.float32)
+  assert dense(pixels, training=False).shape == (1, 65, 65, 4)
+
+
+def test_explicit_atrous_rates_scale_with_the_output_stride():
+  config = _tiny(atrous_rates=(3, 6, 9))
+  assert config.with_output_stride(8).atrous_rates == (6, 12, 18)
+  assert _tiny(atrous_rates=()).with_output_stride(8).atrous_rates == ()
+
+
+@pytest.mark.parametrize('channels', [1, 4])
+def test_input_with_wrong_channel_count_raises(channels):
+  model = build_model(_tiny())
+  # Keras's own input check or the model's normalization layer, whichever sees it first.
+  with pytest.raises(ValueError, match=r'(None, None, None, 3\)|\[batch, height, width, 3\])'):
+    model(np.zeros([1, 65, 65, channels], np.float32))
+
+
+def test_build_model_rejects_other_configs():
+  with pytest.raises(TypeError, match='ModelConfig'):
+    build_model({'backbone': 'xception_65'})
+
+
+def test_deeplabv3_without_decoder_and_without_image_pooling_builds():
+  model = build_model(_tiny(decoder_output_stride=None, add_image_level_feature=False,
+                            aspp_with_separable_conv=False))
+  names = {layer.name for layer in model.layers}
+  assert 'decoder' not in names
+  assert model(np.zeros([1, 65, 65, 3])).shape == (1, 65, 65, 4)
+
+
+def test_sync_batch_norm_builds_synchronized_layers():
+  model = build_model(_tiny(sync_batch_norm=True))
+  aspp = model.get_layer('aspp')
+  assert aspp.aspp0.batch_norm.synchronized
