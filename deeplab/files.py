@@ -12,6 +12,10 @@ import os
 import tempfile
 from typing import Union
 
+# Read once: os.umask can only be read by setting it, which is not thread-safe.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def atomic_write(path: str, content: Union[str, bytes]) -> None:
   """Writes `content` (text as UTF-8, or bytes) to `path` through a temp file + rename.
@@ -25,6 +29,8 @@ def atomic_write(path: str, content: Union[str, bytes]) -> None:
   try:
     with os.fdopen(fd, 'wb') as f:
       f.write(content.encode('utf-8') if isinstance(content, str) else content)
+    # mkstemp creates private files; give the result the usual permissions.
+    os.chmod(tmp, 0o666 & ~_UMASK)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

@@ -38,7 +38,19 @@ def experiment_from_flags() -> ExperimentConfig:
 
 
 def run_tool(main):
-  """Runs an absl main, turning library ValueErrors into a one-line error and exit 1."""
+  """Runs an absl main, turning library ValueErrors into a one-line error and exit 1.
+
+  Under a console script `__main__` is a generated wrapper, while absl's --help
+  describes the module and flags of `sys.argv[0]`; point both at the tool.
+  """
+  tool = sys.modules[main.__module__]
+  for flag in flags.FLAGS.get_flags_for_module(tool.__name__):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  for flag in flags.FLAGS.get_flags_for_module(__name__):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  main_module = sys.modules['__main__']
+  if not main_module.__doc__:
+    main_module.__doc__ = tool.__doc__
 
   def guarded(argv):
     if len(argv) > 1:

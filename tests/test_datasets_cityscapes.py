@@ -1,0 +1,135 @@
+"""Cityscapes on mini datasets in the exact layouts: extracted folders and TFDS's zips."""
+
+import importlib.resources
+import importlib.util
+import os
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab.data import png, tfds
+from deeplab.datasets import cityscapes
+from deeplab.datasets.convert import convert
+from deeplab.datasets.core import DatasetError
+
+# (labelId, trainId) pairs covering classes, ignored ids and both ends of the table.
+ID_PAIRS = [(0, 255), (7, 0), (8, 1), (11, 2), (17, 5), (24, 11), (26, 13), (33, 18), (4, 255)]
+IMAGES = {'train': [('aachen', 0), ('aachen', 1), ('bochum', 0)], 'val': [('lindau', 0)],
+          'test': [('berlin', 0)]}
+
+
+def _files(suffix_for_labels='_gtFine_labelIds.png'):
+  """{relative path: bytes} of a mini Cityscapes: 16x32 images, labels of ID_PAIRS ids."""
+  files = {}
+  for split, images in IMAGES.items():
+    for number, (city, frame) in enumerate(images):
+      base = f'{city}_{number:06d}_{frame:06d}'
+      image = np.full([16, 32, 3], 10 * number, np.uint8)
+      files[f'leftImg8bit/{split}/{city}/{base}_leftImg8bit.png'] = tf.io.encode_png(
+          image).numpy()
+      label_ids = np.array([p[0] for p in ID_PAIRS], np.uint8)[
+          np.arange(16 * 32).reshape(16, 32) % len(ID_PAIRS)]
+      if suffix_for_labels.endswith('TrainIds.png'):
+        label_ids = cityscapes.label_ids_to_train_ids(label_ids)
+      files[f'gtFine/{split}/{city}/{base}{suffix_for_labels}'] = png.encode_label_png(label_ids)
+  return files
+
+
+def _expected_train_ids():
+  return np.array([p[1] for p in ID_PAIRS], np.uint8)[
+      np.arange(16 * 32).reshape(16, 32) % len(ID_PAIRS)]
+
+
+def _write_folders(root, files):
+  for relative, data in files.items():
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _write_zips(root, files):
+  root.mkdir(parents=True, exist_ok=True)
+  with zipfile.ZipFile(root / cityscapes.IMAGE_ZIP, 'w') as images, zipfile.ZipFile(
+      root / cityscapes.LABEL_ZIP, 'w') as labels:
+    images.writestr('README', 'not an image')
+    for relative, data in files.items():
+      (images if relative.startswith('leftImg8bit') else labels).writestr(relative, data)
+
+
+def _records(output_dir, split):
+  return {e['image/filename'].numpy().decode(): e['segmentation_label'].numpy()[..., 0]
+          for e in tfds.load(str(output_dir), split)}
+
+
+@pytest.mark.parametrize('layout', ['folders', 'zips'])
+def test_label_ids_become_train_ids(tmp_path, layout):
+  source = tmp_path / 'cityscapes'
+  (_write_folders if layout == 'folders' else _write_zips)(source, _files())
+  info = convert('cityscapes', str(source), str(tmp_path / 'out'), num_workers=2)
+  assert {s: i.num_examples for s, i in info.splits.items()} == {'train_fine': 3,
+                                                                 'val_fine': 1}
+  assert sorted(f for f in os.listdir(tmp_path / 'out') if f.startswith('train')) == [
+      f'train_fine-0000{i}-of-00003.tfrecord' for i in range(3)]
+  records = _records(tmp_path / 'out', 'train_fine')
+  assert list(records) == ['aachen_000000_000000', 'aachen_000001_000001',
+                           'bochum_000002_000000']
+  for labels in records.values():
+    np.testing.assert_array_equal(labels, _expected_train_ids())
+  assert info.num_classes == 19 and info.splits['val_fine'].class_pixel_counts[13] > 0
+
+
+def test_label_train_ids_files_are_used_as_they_are(tmp_path):
+  _write_folders(tmp_path / 'cs', _files('_gtFine_labelTrainIds.png'))
+  convert('cityscapes', str(tmp_path / 'cs'), str(tmp_path / 'out'), splits=['val_fine'])
+  np.testing.assert_array_equal(_records(tmp_path / 'out', 'val_fine')['lindau_000000_000000'],
+                                _expected_train_ids())
+
+
+def test_test_split_has_no_labels(tmp_path):
+  _write_folders(tmp_path / 'cs', _files())
+  info = convert('cityscapes', str(tmp_path / 'cs'), str(tmp_path / 'out'),
+                 splits=['test_fine'])
+  assert info.splits['test_fine'].num_examples == 1
+  assert np.all(_records(tmp_path / 'out', 'test_fine')['berlin_000000_000000'] == 255)
+
+
+def test_missing_and_unknown_labels_are_reported(tmp_path):
+  files = _files()
+  del files['gtFine/train/aachen/aachen_000001_000001_gtFine_labelIds.png']
+  files['gtFine/train/bochum/bochum_000002_000000_gtFine_labelIds.png'] = png.encode_label_png(
+      np.full([16, 32], 40, np.uint8))
+  _write_folders(tmp_path / 'cs', files)
+  with pytest.raises(DatasetError) as error:
+    convert('cityscapes', str(tmp_path / 'cs'), str(tmp_path / 'out'), splits=['train_fine'])
+  message = str(error.value)
+  assert 'aachen_000001_000001_leftImg8bit.png: no label' in message
+  assert 'bochum_000002_000000_gtFine_labelIds.png: label: values [40] are not' in message
+  assert not [f for f in os.listdir(tmp_path / 'out') if 'train_fine' in f]
+
+
+def test_tfds_cityscapes_from_manual_dir_zips(tmp_path, monkeypatch):
+  """TFDS prepares from the zips (never downloading); its labelIds become trainIds."""
+  if importlib.util.find_spec('importlib_resources') is None:
+    # TFDS 4.9 prepares datasets with this backport, which its requirements omit; the
+    # standard library's module has what it uses.
+    monkeypatch.setitem(sys.modules, 'importlib_resources', importlib.resources)
+  files = {}
+  label_ids = np.zeros([1024, 2048], np.uint8)
+  label_ids[:, 1024:] = 26
+  label_ids[:10] = 33
+  for split, city in (('train', 'aachen'), ('val', 'lindau'), ('test', 'berlin')):
+    base = f'{city}_000000_000019'
+    files[f'leftImg8bit/{split}/{city}/{base}_leftImg8bit.png'] = tf.io.encode_png(
+        np.zeros([1024, 2048, 3], np.uint8)).numpy()
+    files[f'gtFine/{split}/{city}/{base}_gtFine_labelIds.png'] = png.encode_label_png(label_ids)
+  _write_zips(tmp_path / 'manual', files)
+  dataset = tfds.load_cityscapes('validation', manual_dir=str(tmp_path / 'manual'),
+                                 data_dir=str(tmp_path / 'tfds'))
+  example = next(iter(dataset))
+  assert example['image_id'].numpy() == b'lindau_000000_000019'
+  assert example['image'].shape == (1024, 2048, 3)
+  np.testing.assert_array_equal(example['label'].numpy(),
+                                cityscapes.label_ids_to_train_ids(label_ids))
