@@ -12,6 +12,7 @@ Example:
   TensorShape([1, 50, 70, 3])
 """
 
+import os
 from typing import Callable, Optional, Sequence, Tuple
 
 import tensorflow as tf
@@ -158,7 +159,8 @@ def load_label_predictor(export_dir: str) -> Callable[[tf.Tensor], tf.Tensor]:
   """The prediction function of an exported SavedModel (its 'image_tensor' signature).
 
   Args:
-    export_dir: a directory written by `deeplab-export`.
+    export_dir: a SavedModel written by `deeplab-export`, or its TF Serving base
+      directory (the highest numbered version inside is used).
 
   Returns:
     A function from RGB pixels uint8 [N, H, W, 3] to class ids int32 [N, H, W];
@@ -166,9 +168,20 @@ def load_label_predictor(export_dir: str) -> Callable[[tf.Tensor], tf.Tensor]:
 
   Raises:
     ValueError: `export_dir` holds no SavedModel or it lacks the signature.
+
+  Example:
+    >>> predict = load_label_predictor('/tmp/serving/deeplab')  # doctest: +SKIP
+    >>> predict(tf.zeros([1, 40, 60, 3], tf.uint8)).shape  # doctest: +SKIP
+    TensorShape([1, 40, 60])
   """
+  if not tf.saved_model.contains_saved_model(export_dir) and tf.io.gfile.isdir(export_dir):
+    versions = [name.rstrip('/') for name in tf.io.gfile.listdir(export_dir)
+                if name.rstrip('/').isdigit()]
+    if versions:
+      export_dir = os.path.join(export_dir, max(versions, key=int))
   if not tf.saved_model.contains_saved_model(export_dir):
-    raise ValueError(f'{export_dir} holds no SavedModel (no saved_model.pb).')
+    raise ValueError(f'{export_dir} holds no SavedModel (no saved_model.pb, and no numbered '
+                     f'version directory holding one).')
   loaded = tf.saved_model.load(export_dir)
   if 'image_tensor' not in loaded.signatures:
     raise ValueError(f'The SavedModel {export_dir} has no "image_tensor" signature; it has '

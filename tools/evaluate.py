@@ -1,0 +1,108 @@
+"""deeplab-eval: mean IoU of a checkpoint on the experiment's evaluation data.
+
+Single scale at the training output stride:
+  deeplab-eval --experiment=synthetic --checkpoint=runs/synthetic
+
+The paper's best setting (output stride 8, scales 0.5..1.75, flipped inputs):
+  deeplab-eval --experiment=synthetic --checkpoint=runs/synthetic/ckpt-1000 \
+      --output_stride=8 --eval_scales=0.5,0.75,1.0,1.25,1.5,1.75 --flip
+
+Next to a training run, evaluating each checkpoint as it is written:
+  deeplab-eval --experiment=synthetic --checkpoint=runs/synthetic --continuous
+"""
+
+import dataclasses
+
+from absl import flags
+import tf_keras
+
+from deeplab.evaluation import format_results, run_evaluation
+from deeplab.evaluation.runner import default_output_dir
+from deeplab.tools import common
+
+common.define_experiment_flags()
+flags.DEFINE_string('checkpoint', None,
+                    'Checkpoint prefix (native or official TF1) or model directory (its '
+                    'latest checkpoint; with --continuous, each new one).')
+flags.DEFINE_string('output_dir', '',
+                    'Where metrics.json, confusion_matrix.{csv,png} and TensorBoard '
+                    'summaries go; default <model_dir>/eval.')
+flags.DEFINE_list('eval_scales', None,
+                  'Input scales averaged at test time, e.g. 0.5,0.75,1.0,1.25,1.5,1.75; '
+                  'default: the experiment\'s evaluation.eval_scales.')
+flags.DEFINE_boolean('flip', None, 'Also average left-right flipped inputs; default: the '
+                     'experiment\'s evaluation.add_flipped_images.')
+flags.DEFINE_integer('output_stride', None, 'Output stride at evaluation (8, 16 or 32); '
+                     'default: the experiment\'s evaluation.output_stride, else the model\'s.')
+flags.DEFINE_list('trimap_widths', None, 'Also report mIoU within these band widths '
+                  '(pixels) around label boundaries, e.g. 2,4,8,16.')
+flags.DEFINE_boolean('continuous', False, 'Evaluate each new checkpoint of the model '
+                     'directory until the step reaches trainer.train_steps.')
+flags.DEFINE_integer('max_evaluations', 0, 'With --continuous: stop after this many '
+                     'evaluations (0: no limit).')
+flags.DEFINE_float('timeout', None, 'With --continuous: stop when no new checkpoint appears '
+                   'for this many seconds (default: wait forever).')
+flags.mark_flag_as_required('checkpoint')
+FLAGS = flags.FLAGS
+
+
+def _numbers(values, kind, flag):
+  try:
+    return tuple(kind(v) for v in values)
+  except ValueError as e:
+    raise ValueError(f'--{flag} must be a comma-separated list of {kind.__name__}s; '
+                     f'got {",".join(values)!r}.') from e
+
+
+def _evaluation_overrides():
+  overrides = {}
+  if FLAGS.eval_scales is not None:
+    overrides['eval_scales'] = _numbers(FLAGS.eval_scales, float, 'eval_scales')
+  if FLAGS.flip is not None:
+    overrides['add_flipped_images'] = FLAGS.flip
+  if FLAGS.output_stride is not None:
+    overrides['output_stride'] = FLAGS.output_stride
+  if FLAGS.trimap_widths is not None:
+    overrides['trimap_widths'] = _numbers(FLAGS.trimap_widths, int, 'trimap_widths')
+  return overrides
+
+
+class _ProgressBar:
+  """One progress bar per evaluation over the images of the split."""
+
+  def __init__(self):
+    self._bar = None
+    self._done = 0
+
+  def __call__(self, done, total):
+    if self._bar is None or done < self._done:
+      self._bar = tf_keras.utils.Progbar(total, unit_name='image')
+    self._done = done
+    self._bar.update(done)
+
+
+def _print_result(result):
+  print()
+  print(format_results(result))
+
+
+def main(_):
+  experiment = common.experiment_from_flags()
+  experiment = dataclasses.replace(
+      experiment, evaluation=dataclasses.replace(experiment.evaluation,
+                                                 **_evaluation_overrides()))
+  output_dir = FLAGS.output_dir or default_output_dir(FLAGS.checkpoint)
+  results = run_evaluation(experiment, FLAGS.checkpoint, output_dir=output_dir,
+                           continuous=FLAGS.continuous, max_evaluations=FLAGS.max_evaluations,
+                           timeout=FLAGS.timeout, on_result=_print_result,
+                           progress=_ProgressBar())
+  print(f'Results written to {output_dir} ({len(results)} evaluation(s)).')
+  return 0
+
+
+def run():
+  common.run_tool(main)
+
+
+if __name__ == '__main__':
+  run()
