@@ -44,6 +44,8 @@ setup(
     ],
     extras_require={
         'test': ['pytest>=8'],
+        # TF Serving warm-up requests in exported SavedModels, and gRPC clients.
+        'serving': ['tensorflow-serving-api~=2.21.0'],
     },
     entry_points={
         'console_scripts': [

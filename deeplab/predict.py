@@ -118,16 +118,29 @@ def predict_probabilities(model: tf_keras.Model,
   return tf.add_n(probabilities) / len(probabilities)
 
 
+def predict_labels_and_probabilities(model: tf_keras.Model,
+                                     images,
+                                     eval_scales: Sequence[float] = (1.0,),
+                                     flip: bool = False) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Class ids int32 [N, H, W] and probabilities float32 [N, H, W, C].
+
+  At one scale without flip the ids are the argmax of the logits (float32
+  probabilities can tie where the logits do not), otherwise of the averaged
+  probabilities of `predict_probabilities`.
+  """
+  if tuple(eval_scales) == (1.0,) and not flip:
+    logits = predict_logits(model, images)
+    return tf.argmax(logits, axis=-1, output_type=tf.int32), tf.nn.softmax(logits)
+  probabilities = predict_probabilities(model, images, eval_scales, flip)
+  return tf.argmax(probabilities, axis=-1, output_type=tf.int32), probabilities
+
+
 def predict_labels(model: tf_keras.Model,
                    images,
                    eval_scales: Sequence[float] = (1.0,),
                    flip: bool = False) -> tf.Tensor:
-  """Class ids int32 [N, H, W]: the argmax of `predict_probabilities`."""
-  if tuple(eval_scales) == (1.0,) and not flip:
-    scores = predict_logits(model, images)
-  else:
-    scores = predict_probabilities(model, images, eval_scales, flip)
-  return tf.argmax(scores, axis=-1, output_type=tf.int32)
+  """Class ids int32 [N, H, W] (see `predict_labels_and_probabilities`)."""
+  return predict_labels_and_probabilities(model, images, eval_scales, flip)[0]
 
 
 def label_predictor(model: tf_keras.Model,

@@ -6,11 +6,12 @@ A tool calls `define_experiment_flags()` at import time and
 """
 
 import sys
+from typing import Any, Dict, Sequence
 
 from absl import app, flags, logging
 
 from deeplab.config import ExperimentConfig, load_experiment, registered_experiments
-from deeplab.hyperparams import ConfigError
+from deeplab.hyperparams import ConfigError, override
 
 
 def define_experiment_flags(default_experiment: str = 'synthetic'):
@@ -28,11 +29,60 @@ def define_experiment_flags(default_experiment: str = 'synthetic'):
       '"trainer.train_steps=100,model.output_stride=8,train_data.crop_size=[321, 321]".')
 
 
-def experiment_from_flags() -> ExperimentConfig:
-  """The experiment config the flags describe; exits with the config error if invalid."""
+def define_inference_flags(section: str):
+  """Defines --eval_scales, --flip and --output_stride, overriding `experiment.<section>`.
+
+  Args:
+    section: the experiment field they override: 'evaluation' or 'export' (both
+      configs name these settings alike).
+  """
+  flags.DEFINE_list(
+      'eval_scales', None,
+      'Input scales whose predictions are averaged, e.g. 0.5,0.75,1.0,1.25,1.5,1.75; '
+      f'default: the experiment\'s {section}.eval_scales.')
+  flags.DEFINE_boolean(
+      'flip', None, 'Also average the left-right flipped inputs; default: the '
+      f'experiment\'s {section}.add_flipped_images.')
+  flags.DEFINE_integer(
+      'output_stride', None, 'Output stride at inference (8, 16 or 32), same weights; '
+      f'default: the experiment\'s {section}.output_stride, else the model\'s.')
+
+
+def numbers(values: Sequence[str], kind, flag: str) -> tuple:
+  """A list flag's values as numbers of `kind`, or a ValueError naming the flag."""
+  try:
+    return tuple(kind(v) for v in values)
+  except ValueError as e:
+    raise ValueError(f'--{flag} must be a comma-separated list of {kind.__name__}s; '
+                     f'got {",".join(values)!r}.') from e
+
+
+def inference_overrides() -> Dict[str, Any]:
+  """The fields of `define_inference_flags` that the user set, as config overrides."""
+  values = flags.FLAGS
+  overrides: Dict[str, Any] = {}
+  if values.eval_scales is not None:
+    overrides['eval_scales'] = numbers(values.eval_scales, float, 'eval_scales')
+  if values.flip is not None:
+    overrides['add_flipped_images'] = values.flip
+  if values.output_stride is not None:
+    overrides['output_stride'] = values.output_stride
+  return overrides
+
+
+def experiment_from_flags(inference_section: str = '') -> ExperimentConfig:
+  """The experiment config the flags describe; exits with the config error if invalid.
+
+  Args:
+    inference_section: with `define_inference_flags`, the experiment field
+      ('evaluation' or 'export') their values override.
+  """
   values = flags.FLAGS
   try:
-    return load_experiment(values.experiment, values.config_file, values.params_override)
+    config = load_experiment(values.experiment, values.config_file, values.params_override)
+    if inference_section:
+      config = override(config, {inference_section: inference_overrides()})
+    return config
   except ConfigError as e:
     raise app.UsageError(str(e)) from e
 

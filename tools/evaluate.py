@@ -1,4 +1,4 @@
-"""deeplab-eval: mean IoU of a checkpoint on the experiment's evaluation data.
+r"""deeplab-eval: mean IoU of a checkpoint on the experiment's evaluation data.
 
 Single scale at the training output stride:
   deeplab-eval --experiment=synthetic --checkpoint=runs/synthetic
@@ -27,13 +27,7 @@ flags.DEFINE_string('checkpoint', None,
 flags.DEFINE_string('output_dir', '',
                     'Where metrics.json, confusion_matrix.{csv,png} and TensorBoard '
                     'summaries go; default <model_dir>/eval.')
-flags.DEFINE_list('eval_scales', None,
-                  'Input scales averaged at test time, e.g. 0.5,0.75,1.0,1.25,1.5,1.75; '
-                  'default: the experiment\'s evaluation.eval_scales.')
-flags.DEFINE_boolean('flip', None, 'Also average left-right flipped inputs; default: the '
-                     'experiment\'s evaluation.add_flipped_images.')
-flags.DEFINE_integer('output_stride', None, 'Output stride at evaluation (8, 16 or 32); '
-                     'default: the experiment\'s evaluation.output_stride, else the model\'s.')
+common.define_inference_flags('evaluation')
 flags.DEFINE_list('trimap_widths', None, 'Also report mIoU within these band widths '
                   '(pixels) around label boundaries, e.g. 2,4,8,16.')
 flags.DEFINE_boolean('continuous', False, 'Evaluate each new checkpoint of the model '
@@ -44,27 +38,6 @@ flags.DEFINE_float('timeout', None, 'With --continuous: stop when no new checkpo
                    'for this many seconds (default: wait forever).')
 flags.mark_flag_as_required('checkpoint')
 FLAGS = flags.FLAGS
-
-
-def _numbers(values, kind, flag):
-  try:
-    return tuple(kind(v) for v in values)
-  except ValueError as e:
-    raise ValueError(f'--{flag} must be a comma-separated list of {kind.__name__}s; '
-                     f'got {",".join(values)!r}.') from e
-
-
-def _evaluation_overrides():
-  overrides = {}
-  if FLAGS.eval_scales is not None:
-    overrides['eval_scales'] = _numbers(FLAGS.eval_scales, float, 'eval_scales')
-  if FLAGS.flip is not None:
-    overrides['add_flipped_images'] = FLAGS.flip
-  if FLAGS.output_stride is not None:
-    overrides['output_stride'] = FLAGS.output_stride
-  if FLAGS.trimap_widths is not None:
-    overrides['trimap_widths'] = _numbers(FLAGS.trimap_widths, int, 'trimap_widths')
-  return overrides
 
 
 class _ProgressBar:
@@ -87,10 +60,11 @@ def _print_result(result):
 
 
 def main(_):
-  experiment = common.experiment_from_flags()
-  experiment = dataclasses.replace(
-      experiment, evaluation=dataclasses.replace(experiment.evaluation,
-                                                 **_evaluation_overrides()))
+  experiment = common.experiment_from_flags(inference_section='evaluation')
+  if FLAGS.trimap_widths is not None:
+    experiment = dataclasses.replace(experiment, evaluation=dataclasses.replace(
+        experiment.evaluation,
+        trimap_widths=common.numbers(FLAGS.trimap_widths, int, 'trimap_widths')))
   output_dir = FLAGS.output_dir or default_output_dir(FLAGS.checkpoint)
   results = run_evaluation(experiment, FLAGS.checkpoint, output_dir=output_dir,
                            continuous=FLAGS.continuous, max_evaluations=FLAGS.max_evaluations,

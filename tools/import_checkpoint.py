@@ -1,4 +1,4 @@
-"""Imports an official TF1 DeepLab checkpoint (the model zoo) into a `.keras` file or a
+r"""Imports an official TF1 DeepLab checkpoint (the model zoo) into a `.keras` file or a
 TF2 checkpoint directory.
 
 The model is the experiment's `model` config; set it to the checkpoint's

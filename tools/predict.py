@@ -1,10 +1,9 @@
-"""deeplab-predict: label PNGs, colour overlays and side-by-side panels for image files.
+r"""deeplab-predict: label PNGs, colour overlays and side-by-side panels for image files.
 
-From a checkpoint (the experiment's `evaluation` settings give the scales, flip
-and output stride):
+From a checkpoint (scales, flip and output stride default to the experiment's
+`evaluation` settings):
   deeplab-predict --experiment=synthetic --checkpoint=runs/synthetic \
-      --images=photos/ --output_dir=/tmp/predictions \
-      --params_override='evaluation.output_stride=8,evaluation.add_flipped_images=true'
+      --images=photos/ --output_dir=/tmp/predictions --output_stride=8 --flip
 
 From an exported SavedModel, with ground truth in the panels:
   deeplab-predict --saved_model=/tmp/serving/deeplab --colormap=pascal \
@@ -24,6 +23,7 @@ from deeplab.tools import common
 from deeplab.visualization import PredictionOutputs, load_predictor, predict_files
 
 common.define_experiment_flags()
+common.define_inference_flags('evaluation')
 flags.DEFINE_string('checkpoint', '', 'Checkpoint prefix (native or official TF1) or model '
                     'directory (its latest checkpoint).')
 flags.DEFINE_string('saved_model', '', 'A SavedModel written by deeplab-export (or its '
@@ -69,7 +69,7 @@ class _ProgressBar:
 
 
 def main(_):
-  experiment = common.experiment_from_flags()
+  experiment = common.experiment_from_flags(inference_section='evaluation')
   outputs = PredictionOutputs(
       raw_labels=FLAGS.raw, overlays=FLAGS.overlays, panels=FLAGS.panels, alpha=FLAGS.alpha,
       cityscapes_label_ids=FLAGS.cityscapes_label_ids)

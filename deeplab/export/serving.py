@@ -1,0 +1,160 @@
+"""The serving module: the model with all pre- and post-processing inside the graph.
+
+`ServingModule` wraps a `DeepLabModel` in a `tf.Module` whose `tf.function`s take
+what clients send (encoded image bytes, uint8 pixels or serialized tf.Examples)
+and return class ids, running the shared inference path (`deeplab.predict`:
+padding to a valid size, multi-scale and flipped inputs) so served labels equal
+evaluation's. Every function has a fixed input signature: it is traced once when
+exported, and serving never retraces or runs Python.
+
+Signatures (`SIGNATURES`), N images per request:
+
+- `serving_default`: input `images` tf.string [N], encoded JPEG/PNG/BMP/GIF images
+  of any sizes; outputs `labels` int32 [N, H, W], `heights` int32 [N] and `widths`
+  int32 [N] (each image's own size).
+- `image_tensor`: input `images` uint8 [N, H, W, 3], RGB; output `labels` int32
+  [N, H, W].
+- `tf_example`: input `serialized_examples` tf.string [N], serialized tf.Examples
+  holding `image/encoded` (the DeepLab TFRecord schema); outputs as
+  `serving_default`.
+
+With `ExportConfig.include_probabilities` every signature also returns
+`probabilities` float32 [N, H, W, num_classes]. In a batch of images of different
+sizes, H and W are the largest height and width; each image's labels fill the
+top-left heights[i] x widths[i] corner and the rest is `PADDED_LABEL` (-1)
+(probabilities 0).
+
+`deeplab.export.export_model` saves it with `module.signatures()`.
+
+Example:
+  >>> from deeplab import ModelConfig, build_model
+  >>> from deeplab.config import ExportConfig
+  >>> model = build_model(ModelConfig(backbone='mobilenet_v2', depth_multiplier=0.25))
+  >>> module = ServingModule(model, ExportConfig())
+  >>> module.predict(tf.zeros([2, 40, 60, 3], tf.uint8))['labels'].shape
+  TensorShape([2, 40, 60])
+"""
+
+from typing import Dict
+
+import tensorflow as tf
+import tf_keras
+
+from deeplab.config import ExportConfig
+from deeplab.data.schema import IMAGE_ENCODED
+from deeplab.export.image_decoding import decode_rgb, declared_size, error_message, require
+from deeplab.predict import predict_labels, predict_labels_and_probabilities
+
+SIGNATURES = ('serving_default', 'image_tensor', 'tf_example')
+# Label value outside an image's own height x width in a batch of mixed sizes.
+PADDED_LABEL = -1
+
+
+class ServingModule(tf.Module):
+  """A `DeepLabModel` with decoding, checks, inference and padding in the graph.
+
+  Attributes:
+    model: the wrapped `DeepLabModel` (at the export's output stride).
+    export_config: the `ExportConfig` baked into the functions.
+  """
+
+  def __init__(self, model: tf_keras.Model, export_config: ExportConfig):
+    super().__init__(name='deeplab_serving')
+    # Only the variables are tracked: saving the Keras model as an object would
+    # also trace and save every layer's call, which triples export and load time
+    # and gives servers nothing they use.
+    object.__setattr__(self, 'model', model)
+    self.model_variables = list(model.variables)
+    self.export_config = export_config
+
+  def predict(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Outputs for same-sized images: RGB 0..255, uint8 or float32 [N, H, W, 3].
+
+    Labels are exactly `predict_labels`' (at one scale without flip, the argmax
+    of the logits, which probabilities rounded to float32 can tie).
+    """
+    config = self.export_config
+    scales, flip = config.eval_scales, config.add_flipped_images
+    if not config.include_probabilities:
+      return {'labels': predict_labels(self.model, images, scales, flip)}
+    labels, probabilities = predict_labels_and_probabilities(self.model, images, scales, flip)
+    return {'labels': labels, 'probabilities': probabilities}
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+  def predict_pixels(self, images):
+    """`predict` as one graph function that every signature calls: the model is
+    traced and stored once, not once per signature."""
+    return self.predict(images)
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='images')])
+  def serve_encoded_images(self, images):
+    """`serving_default`: encoded images of any sizes -> labels, heights, widths."""
+    return self._predict_encoded(images, 'images')
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
+                                              name='images')])
+  def serve_image_tensor(self, images):
+    """`image_tensor`: uint8 RGB [N, H, W, 3] -> labels [N, H, W]."""
+    shape = tf.shape(images, out_type=tf.int64)
+    max_pixels = self.export_config.max_image_pixels
+    images = require(images, tf.reduce_all(shape[:3] > 0),
+                     'images is empty (shape ', tf.strings.reduce_join(
+                         tf.strings.as_string(shape), separator='x'),
+                     '): expected at least one image of at least 1x1 pixels.')
+    images = require(images, shape[1] <= max_pixels // tf.maximum(shape[2], 1),
+                     'images are ', shape[1], 'x', shape[2], ' pixels; accepted are at most ',
+                     str(max_pixels), ' pixels (height x width) per image.')
+    return self.predict_pixels(images)
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
+                                              name='serialized_examples')])
+  def serve_tf_example(self, serialized_examples):
+    """`tf_example`: serialized tf.Examples with `image/encoded` -> as serving_default."""
+    features = tf.io.parse_example(
+        serialized_examples, {IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string)})
+    return self._predict_encoded(features[IMAGE_ENCODED], 'serialized_examples')
+
+  def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+    """The concrete functions to export, keyed by signature name (`SIGNATURES`)."""
+    return {
+        'serving_default': self.serve_encoded_images.get_concrete_function(),
+        'image_tensor': self.serve_image_tensor.get_concrete_function(),
+        'tf_example': self.serve_tf_example.get_concrete_function(),
+    }
+
+  def _predict_encoded(self, images: tf.Tensor, input_name: str) -> Dict[str, tf.Tensor]:
+    """Checks every image's header, then decodes and predicts one image at a time."""
+    count = tf.size(images)
+    images = require(images, count > 0,
+                     input_name, ' is empty: expected at least one encoded image.')
+    max_pixels = self.export_config.max_image_pixels
+    sizes = tf.map_fn(
+        lambda i: declared_size(images[i], max_pixels, error_message(input_name, '[', i, ']')),
+        tf.range(count), fn_output_signature=tf.int64)
+    max_height, max_width = tf.unstack(tf.reduce_max(sizes, axis=0))
+    # Decoding must wait for every header check: the loop below is lowered to
+    # primitive ops that would otherwise start decoding as soon as `images` is
+    # ready, allocating what a forged header declares.
+    with tf.control_dependencies([sizes]):
+      images = tf.identity(images)
+
+    def predict_one(index):
+      outputs = self.predict_pixels(decode_rgb(images[index])[tf.newaxis])
+      padded = {}
+      for key, value in outputs.items():
+        shape = tf.shape(value, out_type=tf.int64)
+        paddings = [[0, max_height - shape[1]], [0, max_width - shape[2]]]
+        padded[key] = tf.pad(value[0], paddings + [[0, 0]] * (value.shape.rank - 3),
+                             constant_values=PADDED_LABEL if key == 'labels' else 0)
+      return padded
+
+    output_signature = {'labels': tf.TensorSpec([None, None], tf.int32)}
+    if self.export_config.include_probabilities:
+      output_signature['probabilities'] = tf.TensorSpec([None, None, None], tf.float32)
+    # One image at a time: peak memory is that of the largest image, whatever the
+    # batch size; each image's convolutions already use every core.
+    outputs = tf.map_fn(predict_one, tf.range(count), fn_output_signature=output_signature,
+                        parallel_iterations=1)
+    outputs['heights'] = tf.cast(sizes[:, 0], tf.int32)
+    outputs['widths'] = tf.cast(sizes[:, 1], tf.int32)
+    return outputs

@@ -1,0 +1,272 @@
+"""Exporting for TF Serving: layout, signatures, parity gate, guards, no retracing.
+
+One tiny DeepLabV3+ (MobileNetV2 x0.25, decoder) is exported once per module and
+every test reads that export.
+"""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+import yaml
+
+from deeplab import ModelConfig, build_model
+from deeplab.config import ExportConfig
+from deeplab.data.synthetic import generate_example
+from deeplab.export import PADDED_LABEL, ParityError, ServingModule, export_model, exporter
+from deeplab.export.parity import Agreement, check, sample_images
+from deeplab.export.saved_model import (next_version, saved_model_agreements, version_path,
+                                        write_warmup_requests)
+from deeplab.predict import predict_labels
+from test_export_decoding import jpeg_declaring, png_header
+
+NUM_CLASSES = 4
+CONFIG = ModelConfig(backbone='mobilenet_v2', num_classes=NUM_CLASSES, depth_multiplier=0.25,
+                     aspp_convs_filters=16, decoder_filters=16)
+EXPORT = ExportConfig(include_probabilities=True)
+BIN = pathlib.Path(sys.executable).parent
+
+
+def seeded_model(config, seed):
+  # Untrained models have nearly tied class scores; fixed weights keep the
+  # comparisons with the Keras model from depending on a lucky draw.
+  tf_keras.utils.set_random_seed(seed)
+  return build_model(config)
+
+
+@pytest.fixture(scope='module')
+def model():
+  return seeded_model(CONFIG, seed=1)
+
+
+@pytest.fixture(scope='module')
+def export(model, tmp_path_factory):
+  export_dir = tmp_path_factory.mktemp('serving') / 'deeplab'
+  return export_model(model, str(export_dir), EXPORT)
+
+
+@pytest.fixture(scope='module')
+def signatures(export):
+  loaded = tf.saved_model.load(export.path)
+  yield loaded.signatures
+  del loaded
+
+
+def scene(height, width, seed):
+  return generate_example(np.random.default_rng(seed), height, width)[0]
+
+
+def keras_labels(model, image):
+  return predict_labels(model, image[np.newaxis])[0].numpy()
+
+
+def agreement(expected, actual):
+  return float(np.mean(np.asarray(expected) == np.asarray(actual)))
+
+
+def test_export_is_a_tf_serving_version_directory_and_passes_its_parity_gate(export):
+  export_dir = os.path.dirname(export.path)
+  assert export.version == 1 and os.listdir(export_dir) == ['1']  # no temporary left
+  for name in ('saved_model.pb', 'variables', 'assets.extra/deeplab_export.yaml'):
+    assert os.path.exists(os.path.join(export.path, name)), name
+  assert [a.name for a in export.agreements] == ['serving_default', 'image_tensor',
+                                                 'tf_example']
+  assert all(a.passed and a.agreement >= 0.999 for a in export.agreements)
+  with open(os.path.join(export.path, 'assets.extra', 'deeplab_export.yaml')) as f:
+    recorded = yaml.safe_load(f)
+  assert recorded['model']['num_classes'] == NUM_CLASSES
+  assert recorded['export']['include_probabilities'] is True
+
+
+def test_plain_tensorflow_process_runs_every_signature_on_jpeg_and_png(model, export,
+                                                                       tmp_path):
+  jpeg = tf.io.encode_jpeg(scene(70, 90, seed=1)).numpy()
+  png = tf.io.encode_png(scene(49, 57, seed=2)).numpy()
+  (tmp_path / 'a.jpg').write_bytes(jpeg)
+  (tmp_path / 'b.png').write_bytes(png)
+  script = textwrap.dedent(f"""
+      import sys
+      import numpy as np
+      import tensorflow as tf
+      signatures = tf.saved_model.load({export.path!r}).signatures
+      jpeg = open({str(tmp_path / 'a.jpg')!r}, 'rb').read()
+      png = open({str(tmp_path / 'b.png')!r}, 'rb').read()
+      encoded = signatures['serving_default'](images=tf.constant([jpeg, png]))
+      example = tf.train.Example(features=tf.train.Features(feature={{
+          'image/encoded': tf.train.Feature(bytes_list=tf.train.BytesList(value=[png]))}}))
+      examples = signatures['tf_example'](
+          serialized_examples=tf.constant([example.SerializeToString()]))
+      pixels = tf.io.decode_png(png, channels=3)[tf.newaxis]
+      tensor = signatures['image_tensor'](images=pixels)
+      assert not [m for m in sys.modules if m.split('.')[0] == 'deeplab'], 'deeplab imported'
+      np.savez({str(tmp_path / 'out.npz')!r},
+               **{{f'encoded_{{k}}': v.numpy() for k, v in encoded.items()}},
+               **{{f'example_{{k}}': v.numpy() for k, v in examples.items()}},
+               **{{f'tensor_{{k}}': v.numpy() for k, v in tensor.items()}})
+      """)
+  subprocess.run([sys.executable, '-c', script], check=True, cwd=tmp_path,
+                 env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
+  out = np.load(tmp_path / 'out.npz')
+  jpeg_pixels = tf.io.decode_jpeg(jpeg, channels=3).numpy()
+  png_pixels = tf.io.decode_png(png, channels=3).numpy()
+  assert out['encoded_heights'].tolist() == [70, 49]
+  assert out['encoded_widths'].tolist() == [90, 57]
+  assert agreement(keras_labels(model, jpeg_pixels), out['encoded_labels'][0]) >= 0.999
+  assert agreement(keras_labels(model, png_pixels), out['encoded_labels'][1, :49, :57]) >= 0.999
+  np.testing.assert_array_equal(out['example_labels'][0], out['encoded_labels'][1, :49, :57])
+  np.testing.assert_array_equal(out['tensor_labels'][0], out['encoded_labels'][1, :49, :57])
+  assert out['tensor_probabilities'].shape == (1, 49, 57, NUM_CLASSES)
+
+
+def test_mixed_sizes_are_padded_with_the_documented_label(signatures):
+  small, large = scene(33, 65, seed=3), scene(65, 41, seed=4)
+  out = signatures['serving_default'](images=tf.constant(
+      [tf.io.encode_png(small).numpy(), tf.io.encode_png(large).numpy()]))
+  labels, probabilities = out['labels'].numpy(), out['probabilities'].numpy()
+  assert labels.shape == (2, 65, 65) and probabilities.shape == (2, 65, 65, NUM_CLASSES)
+  assert (labels[0, 33:] == PADDED_LABEL).all() and (labels[0, :, 65:] == PADDED_LABEL).all()
+  assert (labels[1, :, 41:] == PADDED_LABEL).all() and (probabilities[1, :, 41:] == 0).all()
+  assert labels[0, :33, :65].min() >= 0 and labels[1, :65, :41].min() >= 0
+  np.testing.assert_allclose(probabilities[0, :33, :65].sum(-1), 1.0, atol=1e-5)
+
+
+def test_bad_requests_fail_clearly_and_the_model_keeps_serving(model, signatures, capfd):
+  serve = signatures['serving_default']
+  image = scene(45, 53, seed=5)
+  bad_requests = [
+      ([b'\x00garbage, not an image'], 'images[0] is not a JPEG, PNG, BMP or GIF image'),
+      ([tf.io.encode_png(image).numpy(), b''], 'images[1] is empty'),
+      ([png_header(50000, 50000)], 'images[0] declares 50000x50000 pixels'),
+      ([tf.io.encode_png(image).numpy(), jpeg_declaring(50000, 50000)],
+       'images[1] declares 50000x50000 pixels'),
+      ([], 'images is empty: expected at least one encoded image'),
+  ]
+  for request, message in bad_requests:
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+      serve(images=tf.constant(request, tf.string))
+  with pytest.raises(tf.errors.InvalidArgumentError, match='images is empty'):
+    signatures['image_tensor'](images=tf.zeros([0, 8, 8, 3], tf.uint8))
+  # The JPEG decoder logs this when asked to decode the forged header: it must never be.
+  assert 'Image too large' not in capfd.readouterr().err
+
+  gray = image[..., :1]
+  rgba = np.concatenate([image, np.full_like(gray, 7)], axis=-1)
+  labels = serve(images=tf.constant([tf.io.encode_png(x).numpy() for x in (
+      gray, np.repeat(gray, 3, axis=-1), rgba, image)]))['labels'].numpy()
+  np.testing.assert_array_equal(labels[0], labels[1])  # gray: replicated to RGB
+  np.testing.assert_array_equal(labels[2], labels[3])  # RGBA: alpha dropped
+  assert agreement(keras_labels(model, image), labels[3]) >= 0.999
+
+
+def test_serving_functions_are_traced_once_for_all_sizes_and_batches(model):
+  module = ServingModule(model, ExportConfig(max_image_pixels=70 * 70))
+  for shapes in ([(40, 50)], [(33, 33), (65, 41), (20, 70)]):
+    images = [tf.io.encode_png(scene(h, w, seed=h)).numpy() for h, w in shapes]
+    module.serve_encoded_images(tf.constant(images))
+  module.serve_image_tensor(tf.zeros([2, 30, 40, 3], tf.uint8))
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match='images are 80x90 pixels; accepted are at most 4900 pixels'):
+    module.serve_image_tensor(tf.zeros([1, 80, 90, 3], tf.uint8))
+  assert module.serve_encoded_images.experimental_get_tracing_count() == 1
+  assert module.serve_image_tensor.experimental_get_tracing_count() == 1
+  assert module.predict_pixels.experimental_get_tracing_count() == 1
+
+
+def test_parity_gate_catches_an_export_of_other_weights(signatures):
+  other = ServingModule(seeded_model(CONFIG, seed=2), EXPORT)  # same network, other weights
+  agreements = saved_model_agreements(signatures, other, sample_images())
+  assert all(a.agreement < 0.999 for a in agreements)
+  with pytest.raises(ParityError, match='serving_default: labels agree with the Keras model'):
+    check(agreements)
+
+
+def test_failed_parity_gate_leaves_no_version_directory(model, tmp_path, monkeypatch):
+  written = []
+
+  def write_stub(module, path):
+    del module
+    written.append(path)
+    pathlib.Path(path, 'saved_model.pb').write_bytes(b'partial')
+
+  monkeypatch.setattr(exporter, 'write_saved_model', write_stub)
+  monkeypatch.setattr(exporter, 'saved_model_parity',
+                      lambda *args: [Agreement('serving_default', 0.5, 0.999, 100)])
+  with pytest.raises(ParityError, match='agree with the Keras model on 50.0000%'):
+    export_model(model, str(tmp_path), EXPORT)
+  assert written and os.listdir(tmp_path) == []
+
+
+def test_versions_count_up_and_are_never_overwritten(tmp_path):
+  assert next_version(str(tmp_path / 'missing')) == 1
+  for name in ('1', '3', 'notes', '.tmp-4-0a1b2c3d'):
+    (tmp_path / name).mkdir()
+  assert next_version(str(tmp_path)) == 4
+  assert version_path(str(tmp_path), None) == str(tmp_path / '4')
+  with pytest.raises(ValueError, match='version 3 exists already'):
+    version_path(str(tmp_path), 3)
+
+
+def test_warmup_requests_replay_on_every_signature(signatures, tmp_path):
+  prediction_log_pb2 = pytest.importorskip('tensorflow_serving.apis.prediction_log_pb2')
+  assert write_warmup_requests(str(tmp_path), sample_images())
+  replayed = []
+  for record in tf.data.TFRecordDataset(str(tmp_path / 'assets.extra' /
+                                            'tf_serving_warmup_requests')):
+    request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+    inputs = {key: tf.constant(tf.make_ndarray(value)) for key, value in request.inputs.items()}
+    outputs = signatures[request.model_spec.signature_name](**inputs)
+    assert outputs['labels'].shape == (1, 65, 65)
+    replayed.append(request.model_spec.signature_name)
+  assert replayed == ['serving_default', 'image_tensor', 'tf_example']
+
+
+def test_warmup_requests_are_skipped_without_tensorflow_serving_api(tmp_path, monkeypatch):
+  for name in ('tensorflow_serving', 'tensorflow_serving.apis'):
+    monkeypatch.setitem(sys.modules, name, None)  # makes their import fail
+  assert not write_warmup_requests(str(tmp_path), sample_images())
+  assert not (tmp_path / 'assets.extra').exists()
+
+
+@pytest.mark.slow
+def test_saved_model_cli_lists_the_signatures_and_runs_image_tensor(export, tmp_path):
+  shown = subprocess.run([str(BIN / 'saved_model_cli'), 'show', '--all', '--dir', export.path],
+                         check=True, capture_output=True, text=True).stdout
+  for signature, inputs, outputs in [
+      ('serving_default', [('images', 'DT_STRING', '(-1)')],
+       [('labels', 'DT_INT32', '(-1, -1, -1)'), ('heights', 'DT_INT32', '(-1)'),
+        ('widths', 'DT_INT32', '(-1)'), ('probabilities', 'DT_FLOAT', '(-1, -1, -1, 4)')]),
+      ('image_tensor', [('images', 'DT_UINT8', '(-1, -1, -1, 3)')],
+       [('labels', 'DT_INT32', '(-1, -1, -1)')]),
+      ('tf_example', [('serialized_examples', 'DT_STRING', '(-1)')],
+       [('labels', 'DT_INT32', '(-1, -1, -1)')]),
+  ]:
+    section = shown.split(f"signature_def['{signature}']:")[1].split('signature_def[')[0]
+    for kind, tensors in (('inputs', inputs), ('outputs', outputs)):
+      for name, dtype, shape in tensors:
+        assert f"{kind}['{name}'] tensor_info:\n        dtype: {dtype}\n        shape: {shape}" \
+            in section, (signature, name)
+
+  image = scene(37, 45, seed=6)
+  np.save(tmp_path / 'images.npy', image[np.newaxis])
+  subprocess.run([str(BIN / 'saved_model_cli'), 'run', '--dir', export.path,
+                  '--tag_set', 'serve', '--signature_def', 'image_tensor',
+                  '--inputs', f'images={tmp_path / "images.npy"}', '--outdir', str(tmp_path)],
+                 check=True, capture_output=True)
+  labels = np.load(tmp_path / 'labels.npy')
+  assert labels.shape == (1, 37, 45) and labels.dtype == np.int32
+
+
+@pytest.mark.slow
+def test_resnet_family_passes_the_parity_gate(tmp_path):
+  config = ModelConfig(backbone='resnet_v1_50_beta', num_classes=3, decoder_output_stride=None,
+                       aspp_convs_filters=16)
+  report = export_model(seeded_model(config, seed=3), str(tmp_path), ExportConfig())
+  assert [a.passed for a in report.agreements] == [True, True, True]
+  assert os.listdir(tmp_path) == ['1']

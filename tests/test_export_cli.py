@@ -1,0 +1,59 @@
+"""deeplab-export end to end: a native checkpoint in, a served version out, with
+multi-scale + flip at output stride 8 inside the graph."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from deeplab import ModelConfig, build_model, with_output_stride
+from deeplab.data.synthetic import generate_example
+from deeplab.predict import predict_labels
+
+BIN = pathlib.Path(sys.executable).parent
+CONFIG = ModelConfig(backbone='mobilenet_v2', num_classes=3, depth_multiplier=0.25,
+                     decoder_output_stride=None, aspp_convs_filters=16)
+OVERRIDES = ('model.num_classes=3,model.depth_multiplier=0.25,model.decoder_output_stride=null,'
+             'model.aspp_convs_filters=16')
+
+
+def run_export(*flags):
+  return subprocess.run([str(BIN / 'deeplab-export'), f'--params_override={OVERRIDES}', *flags],
+                        capture_output=True, text=True,
+                        env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
+
+
+@pytest.mark.slow
+def test_cli_exports_a_native_checkpoint_with_scales_flip_and_output_stride(tmp_path):
+  tf_keras.utils.set_random_seed(5)
+  model = build_model(CONFIG)
+  tf.train.Checkpoint(model=model).write(str(tmp_path / 'train' / 'ckpt-7'))
+  for index, (height, width) in enumerate(((57, 71), (44, 38))):
+    image = generate_example(np.random.default_rng(index), height, width)[0]
+    (tmp_path / f'sample{index}.jpg').write_bytes(tf.io.encode_jpeg(image).numpy())
+  export_dir = tmp_path / 'serving'
+
+  result = run_export(f'--checkpoint={tmp_path / "train"}', f'--export_dir={export_dir}',
+                      '--eval_scales=0.75,1.0', '--flip', '--output_stride=8',
+                      f'--sample_images={tmp_path / "sample*.jpg"}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Exported version 1' in result.stdout
+  assert 'serving_default: labels agree with the Keras model on' in result.stdout
+  assert os.listdir(export_dir) == ['1']
+
+  signatures = tf.saved_model.load(str(export_dir / '1')).signatures
+  image = generate_example(np.random.default_rng(5), 49, 61)[0][np.newaxis]
+  served = signatures['image_tensor'](images=tf.constant(image))['labels']
+  expected = predict_labels(with_output_stride(model, 8), image, eval_scales=(0.75, 1.0),
+                            flip=True)
+  assert np.mean(served.numpy() == expected.numpy()) >= 0.999
+
+  again = run_export(f'--checkpoint={tmp_path / "train"}', f'--export_dir={export_dir}',
+                     '--version=1')
+  assert again.returncode == 1
+  assert 'Export version 1 exists already' in again.stderr
