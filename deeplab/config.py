@@ -173,7 +173,7 @@ def _check_choice(field: str, value: Any, allowed) -> None:
 
 
 SUPPORTED_STRATEGIES = ('default', 'mirrored', 'multi_worker', 'tpu')
-SUPPORTED_PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
+SUPPORTED_PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16', 'float64')
 # The smallest crop the model can be trained on (its coarsest feature map must
 # have at least 3x3 cells at output stride 16).
 MIN_CROP_SIZE = 33
@@ -365,10 +365,13 @@ class RuntimeConfig:
   """Where and how the computation runs.
 
   Attributes:
-    distribution_strategy: 'default' (one device), 'mirrored' (all local GPUs),
-      'multi_worker' (from TF_CONFIG) or 'tpu'.
+    distribution_strategy: 'default' (one device), 'mirrored' (all local GPUs, or
+      all logical CPU devices without a GPU), 'multi_worker' (cluster from the
+      TF_CONFIG environment variable) or 'tpu'.
     tpu: TPU name or address for the 'tpu' strategy.
-    mixed_precision_dtype: 'float32', 'mixed_bfloat16' or 'mixed_float16'.
+    mixed_precision_dtype: 'float32', 'mixed_bfloat16' (CPU, TPU), 'mixed_float16'
+      (GPU, with loss scaling), or 'float64' (slow; for numerical checks, e.g. that
+      strategies agree to rounding error).
     enable_xla: compile the train and eval steps with XLA.
     seed: one seed for data order, augmentation, initialization and dropout.
     deterministic: use deterministic ops (reproducible, slower).

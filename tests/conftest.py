@@ -27,6 +27,16 @@ def shared():
   return shared_path
 
 
+@pytest.fixture(scope='session')
+def synthetic_dir(tmp_path_factory):
+  """A small synthetic dataset converted to TFRecords, as deeplab-convert writes it."""
+  from deeplab.datasets.convert import convert  # pylint: disable=import-outside-toplevel
+  root = tmp_path_factory.mktemp('synthetic')
+  convert('synthetic', str(root / 'raw'), str(root / 'records'),
+          num_examples={'train': 48, 'val': 8})
+  return str(root / 'records')
+
+
 @pytest.fixture(autouse=True)
 def _fresh_keras_session():
   """Frees the models a test built, so a long run does not accumulate them."""

@@ -26,10 +26,10 @@ from typing import Dict, Optional
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
 from deeplab.evaluation.evaluator import EvalResult
 from deeplab.files import atomic_write
+from deeplab.summaries import write_scalar
 from deeplab.visualization import confusion_matrix_image, encode_png
 
 RESULTS_FILE = 'metrics.json'
@@ -113,17 +113,6 @@ def write_results(result: EvalResult, output_dir: str) -> Dict[str, str]:
   atomic_write(paths['confusion_png'],
                     encode_png(confusion_matrix_image(result.confusion_matrix)))
   return paths
-
-
-def write_scalar(name: str, value: float) -> None:
-  """A TensorBoard scalar in the default summary writer, at its default step.
-
-  Written with `tf.summary.write` and the scalar plugin's metadata, which needs no
-  `tensorboard` package (`tf.summary.scalar` does).
-  """
-  metadata = summary_pb2.SummaryMetadata(
-      plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name='scalars'))
-  tf.summary.write(name, tf.constant(value, tf.float32), metadata=metadata)
 
 
 def write_summaries(result: EvalResult, writer: tf.summary.SummaryWriter, step: int) -> None:

@@ -24,6 +24,7 @@ import tensorflow as tf
 from deeplab.checkpoints import restore_weights
 from deeplab.config import ConfigError, ExperimentConfig
 from deeplab.data import DatasetInfo, build_dataset, read_dataset_info
+from deeplab.distribute import build_strategy
 from deeplab.evaluation.evaluator import EvalResult, Evaluator
 from deeplab.evaluation.reporting import write_results, write_summaries
 from deeplab.model import build_model
@@ -153,11 +154,11 @@ def run_evaluation(experiment: ExperimentConfig, checkpoint: str, *, output_dir:
     raise ValueError(f'Continuous evaluation follows a model directory; {checkpoint} is not '
                      f'a directory.')
   data = experiment.eval_data
-  info = _dataset_info(experiment)
+  info = eval_dataset_info(experiment)
   class_names = info.class_names if info and info.class_names else None
   split = info.splits.get(data.split) if info else None
   total = split.num_examples if split else None
-  strategy = _strategy(experiment.runtime.distribution_strategy, experiment.runtime.tpu)
+  strategy = build_strategy(experiment.runtime)
   config = experiment.evaluation
   # The weights are the same at every output stride, so the checkpoint is restored
   # directly into the model built at the evaluation stride.
@@ -189,7 +190,7 @@ def run_evaluation(experiment: ExperimentConfig, checkpoint: str, *, output_dir:
   return [result]
 
 
-def _dataset_info(experiment: ExperimentConfig) -> Optional[DatasetInfo]:
+def eval_dataset_info(experiment: ExperimentConfig) -> Optional[DatasetInfo]:
   """The eval set's `dataset_info.json`, checked against the experiment; None if absent."""
   data = experiment.eval_data
   try:
@@ -206,17 +207,3 @@ def _dataset_info(experiment: ExperimentConfig) -> Optional[DatasetInfo]:
     raise ConfigError(f'eval_data.ignore_label is {data.ignore_label} but the dataset in '
                       f'{data.dataset_dir} uses {info.ignore_label}.')
   return info
-
-
-def _strategy(name: str, tpu: str) -> tf.distribute.Strategy:
-  """The `tf.distribute.Strategy` a `RuntimeConfig.distribution_strategy` names."""
-  if name == 'mirrored':
-    return tf.distribute.MirroredStrategy()
-  if name == 'multi_worker':
-    return tf.distribute.MultiWorkerMirroredStrategy()
-  if name == 'tpu':
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu)
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    return tf.distribute.TPUStrategy(resolver)
-  return tf.distribute.get_strategy()
