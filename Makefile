@@ -18,8 +18,10 @@ $(INSTALLED): setup.py
 test: $(INSTALLED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
 
+# Generate the synthetic dataset, convert, train, evaluate, export and predict with the
+# deeplab-* tools; a rerun resumes where the last one stopped.
 demo: $(INSTALLED)
-	$(BIN)/deeplab-cost --backbones=mobilenet_v2 --output_strides=16
+	$(BIN)/python -m deeplab.tools.demo --output_dir=demo_output
 
 clean:
 	rm -rf demo_output

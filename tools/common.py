@@ -5,6 +5,7 @@ A tool calls `define_experiment_flags()` at import time and
 `deeplab.config.load_experiment`.
 """
 
+import logging as std_logging
 import sys
 from typing import Any, Dict, Sequence
 
@@ -101,6 +102,9 @@ def run_tool(main):
   main_module = sys.modules['__main__']
   if not main_module.__doc__:
     main_module.__doc__ = tool.__doc__
+  # TensorFlow's Python INFO messages (tracing, SavedModel internals) drown the
+  # tool's own progress lines; its warnings and errors still show.
+  std_logging.getLogger('tensorflow').setLevel(std_logging.WARNING)
 
   def guarded(argv):
     if len(argv) > 1:

@@ -1,0 +1,37 @@
+"""The main job end to end, as `make demo` runs it, at a reduced size."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+
+@pytest.mark.slow
+def test_demo_runs_every_tool_and_writes_its_summary(tmp_path):
+  command = [sys.executable, '-m', 'deeplab.tools.demo', f'--output_dir={tmp_path}',
+             '--num_examples=train=24,val=6', '--overview_images=2',
+             '--params_override=trainer.train_steps=6,trainer.checkpoint_every_n_steps=3,'
+             'trainer.eval_every_n_steps=0,trainer.log_every_n_steps=3']
+  result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads((tmp_path / 'summary.json').read_text())
+  assert 0 <= summary['validation_mean_iou'] <= 1
+  assert set(summary['seconds']) == {'convert', 'train', 'evaluate', 'export', 'predict',
+                                     'total'}
+  outputs = summary['outputs']
+  assert (tmp_path / 'train' / 'ckpt-6.index').exists()
+  assert (tmp_path / 'export' / '1' / 'saved_model.pb').exists()
+  assert len(list((tmp_path / 'predictions' / 'overlays').iterdir())) == 6
+  overview = tf.io.decode_png((tmp_path / 'overview.png').read_bytes()).numpy()
+  assert overview.ndim == 3 and overview.shape[2] == 3 and np.ptp(overview) > 0
+  assert outputs['overview'] == str(tmp_path / 'overview.png')
+  assert 'validation mIoU' in result.stdout
+
+  # A rerun reuses the dataset, the finished training run and the current export.
+  rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert json.loads((tmp_path / 'summary.json').read_text())['seconds']['export'] == 0.0
+  assert sorted(p.name for p in (tmp_path / 'export').iterdir()) == ['1']

@@ -1,0 +1,161 @@
+r"""The main job end to end on the generated synthetic dataset (`make demo`).
+
+Runs the command-line tools exactly as a user would, one after the other, and
+times each:
+  1. deeplab-convert  generates the synthetic dataset (images + masks folders) and
+                      converts it to TFRecords;
+  2. deeplab-train    trains the registered `synthetic` experiment;
+  3. deeplab-eval     evaluates it on the validation split (mIoU table, confusion matrix);
+  4. deeplab-export   writes a TF Serving SavedModel, checked by the parity gate;
+  5. deeplab-predict  runs the SavedModel on the held-out validation images and
+                      writes label PNGs, colour overlays and panels.
+Then prints a summary (mIoU, timings, where everything is) and writes it to
+`<output_dir>/summary.json`, with a picture of a few predictions in
+`<output_dir>/overview.png`.
+
+Rerunning reuses what exists: the dataset is not regenerated, training resumes
+from its latest checkpoint (and does nothing once finished), and an export newer
+than the latest checkpoint is kept.
+
+  python -m deeplab.tools.demo --output_dir=demo_output
+  python -m deeplab.tools.demo --output_dir=/tmp/quick --params_override=trainer.train_steps=20
+"""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from absl import flags
+import numpy as np
+
+from deeplab.files import atomic_write
+from deeplab.tools import common
+from deeplab.visualization import encode_png, read_image
+
+_OUTPUT_DIR = flags.DEFINE_string('output_dir', 'demo_output', 'Where everything goes.')
+_PARAMS_OVERRIDE = flags.DEFINE_string(
+    'params_override', '', 'Extra overrides of the synthetic experiment for train, eval and '
+    'export, e.g. "trainer.train_steps=20" for a quick run.')
+_NUM_EXAMPLES = flags.DEFINE_string('num_examples', 'train=200,val=50',
+                                    'Images per split of the generated dataset.')
+_OVERVIEW_IMAGES = flags.DEFINE_integer('overview_images', 4,
+                                        'Prediction panels shown in overview.png.')
+
+_EXPERIMENT = 'synthetic'
+
+
+def _tool(name: str) -> str:
+  """The console script `name` next to this Python (the virtual environment's)."""
+  path = os.path.join(os.path.dirname(sys.executable), name)
+  return path if os.path.exists(path) else shutil.which(name) or name
+
+
+def _run(step: str, command, timings) -> None:
+  print(f'\n=== {step}: {" ".join(command)}', flush=True)
+  start = time.perf_counter()
+  result = subprocess.run(command, check=False)
+  timings[step] = round(time.perf_counter() - start, 1)
+  if result.returncode != 0:
+    print(f'error: {step} failed with exit status {result.returncode}.', file=sys.stderr)
+    sys.exit(result.returncode)
+
+
+def _latest_checkpoint_time(model_dir: str) -> float:
+  indexes = glob.glob(os.path.join(model_dir, 'ckpt-*.index'))
+  return max((os.path.getmtime(p) for p in indexes), default=0.0)
+
+
+def _export_is_current(export_dir: str, model_dir: str) -> bool:
+  versions = [p for p in glob.glob(os.path.join(export_dir, '*')) if
+              os.path.basename(p).isdigit()]
+  newest = max((os.path.getmtime(p) for p in versions), default=-1.0)
+  return newest > _latest_checkpoint_time(model_dir)
+
+
+def _overview(panels_dir: str, path: str, count: int) -> str:
+  """Stacks the first `count` prediction panels into one picture."""
+  panels = [read_image(p) for p in sorted(glob.glob(os.path.join(panels_dir, '*.png')))[:count]]
+  if not panels:
+    raise FileNotFoundError(f'deeplab-predict wrote no panels to {panels_dir}.')
+  width = max(p.shape[1] for p in panels)
+  gap = np.full([8, width, 3], 255, np.uint8)
+  rows = []
+  for panel in panels:
+    padded = np.full([panel.shape[0], width, 3], 255, np.uint8)
+    padded[:, :panel.shape[1]] = panel
+    rows += [padded, gap]
+  atomic_write(path, encode_png(np.concatenate(rows[:-1])))
+  return path
+
+
+def main(argv):
+  del argv
+  out = os.path.abspath(_OUTPUT_DIR.value)
+  paths = {
+      'raw_data': os.path.join(out, 'raw'),
+      'records': os.path.join(out, 'data'),
+      'model_dir': os.path.join(out, 'train'),
+      'evaluation': os.path.join(out, 'eval'),
+      'export': os.path.join(out, 'export'),
+      'predictions': os.path.join(out, 'predictions'),
+  }
+  overrides = ','.join(o for o in (
+      f'train_data.dataset_dir={paths["records"]}',
+      f'eval_data.dataset_dir={paths["records"]}', _PARAMS_OVERRIDE.value) if o)
+  experiment = [f'--experiment={_EXPERIMENT}', f'--params_override={overrides}']
+  timings = {}
+  start = time.perf_counter()
+
+  _run('convert', [_tool('deeplab-convert'), '--dataset=synthetic',
+                   f'--data_dir={paths["raw_data"]}', f'--output_dir={paths["records"]}',
+                   f'--num_examples={_NUM_EXAMPLES.value}'], timings)
+  _run('train', [_tool('deeplab-train'), *experiment, f'--model_dir={paths["model_dir"]}'],
+       timings)
+  _run('evaluate', [_tool('deeplab-eval'), *experiment, f'--checkpoint={paths["model_dir"]}',
+                    f'--output_dir={paths["evaluation"]}'], timings)
+  held_out = os.path.join(paths['raw_data'], 'val')
+  if _export_is_current(paths['export'], paths['model_dir']):
+    print(f'\n=== export: {paths["export"]} is newer than the latest checkpoint; kept.')
+    timings['export'] = 0.0
+  else:
+    _run('export', [_tool('deeplab-export'), *experiment,
+                    f'--checkpoint={paths["model_dir"]}', f'--export_dir={paths["export"]}',
+                    f'--sample_images={os.path.join(held_out, "images", "*")}'], timings)
+  _run('predict', [_tool('deeplab-predict'), *experiment, f'--saved_model={paths["export"]}',
+                   f'--images={os.path.join(held_out, "images")}',
+                   f'--ground_truth={os.path.join(held_out, "masks")}',
+                   f'--output_dir={paths["predictions"]}'], timings)
+
+  with open(os.path.join(paths['evaluation'], 'metrics.json'), encoding='utf-8') as f:
+    metrics = json.load(f)
+  paths['overview'] = _overview(os.path.join(paths['predictions'], 'panels'),
+                                os.path.join(out, 'overview.png'), _OVERVIEW_IMAGES.value)
+  summary = {
+      'experiment': _EXPERIMENT,
+      'params_override': overrides,
+      'validation_mean_iou': round(metrics['mean_iou'], 4),
+      'validation_pixel_accuracy': round(metrics['pixel_accuracy'], 4),
+      'seconds': {**timings, 'total': round(time.perf_counter() - start, 1)},
+      'outputs': paths,
+  }
+  atomic_write(os.path.join(out, 'summary.json'), json.dumps(summary, indent=1))
+  print('\n=== summary')
+  print(f'validation mIoU {summary["validation_mean_iou"]:.4f}, pixel accuracy '
+        f'{summary["validation_pixel_accuracy"]:.4f}')
+  print('seconds: ' + ', '.join(f'{k} {v}' for k, v in summary['seconds'].items()))
+  for name, path in paths.items():
+    print(f'  {name:12s} {path}')
+  print(f'  {"summary":12s} {os.path.join(out, "summary.json")}')
+  return 0
+
+
+def run():
+  common.run_tool(main)
+
+
+if __name__ == '__main__':
+  run()
