@@ -38,6 +38,8 @@ setup(
         'tensorflow~=2.21.0',
         'tf-keras~=2.21.0',
         'tensorflow-datasets>=4.9.10',
+        # tensorflow-datasets prepares datasets with it but declares it for Python < 3.9 only.
+        'importlib_resources',
         'numpy>=1.26',
         'absl-py>=2.1',
         'pyyaml>=6.0',

@@ -1,9 +1,6 @@
 """Cityscapes on mini datasets in the exact layouts: extracted folders and TFDS's zips."""
 
-import importlib.resources
-import importlib.util
 import os
-import sys
 import zipfile
 
 import numpy as np
@@ -110,12 +107,8 @@ def test_missing_and_unknown_labels_are_reported(tmp_path):
   assert not [f for f in os.listdir(tmp_path / 'out') if 'train_fine' in f]
 
 
-def test_tfds_cityscapes_from_manual_dir_zips(tmp_path, monkeypatch):
+def test_tfds_cityscapes_from_manual_dir_zips(tmp_path):
   """TFDS prepares from the zips (never downloading); its labelIds become trainIds."""
-  if importlib.util.find_spec('importlib_resources') is None:
-    # TFDS 4.9 prepares datasets with this backport, which its requirements omit; the
-    # standard library's module has what it uses.
-    monkeypatch.setitem(sys.modules, 'importlib_resources', importlib.resources)
   files = {}
   label_ids = np.zeros([1024, 2048], np.uint8)
   label_ids[:, 1024:] = 26

@@ -84,15 +84,8 @@ def load_cityscapes(split: str, manual_dir: str, data_dir: Optional[str] = None)
   import tensorflow_datasets as tfds  # Imported here: it is slow to import.
 
   builder = tfds.builder(_CITYSCAPES_BUILDER, data_dir=data_dir)
-  try:
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir, try_download_gcs=False))
-  except ModuleNotFoundError as e:
-    if e.name != 'importlib_resources':
-      raise
-    raise ImportError('tensorflow-datasets needs the importlib_resources package to '
-                      'prepare datasets: pip install importlib_resources (or convert the '
-                      'zips with deeplab-convert --dataset=cityscapes).') from e
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=manual_dir, try_download_gcs=False))
 
   def to_train_ids(example):
     return {'image': example['image_left'],
