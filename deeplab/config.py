@@ -369,10 +369,12 @@ class RuntimeConfig:
       all logical CPU devices without a GPU), 'multi_worker' (cluster from the
       TF_CONFIG environment variable) or 'tpu'.
     tpu: TPU name or address for the 'tpu' strategy.
-    mixed_precision_dtype: 'float32', 'mixed_bfloat16' (CPU, TPU), 'mixed_float16'
-      (GPU, with loss scaling), or 'float64' (slow; for numerical checks, e.g. that
-      strategies agree to rounding error).
-    enable_xla: compile the train and eval steps with XLA.
+    mixed_precision_dtype: precision policy of training, evaluation and export:
+      'float32', 'mixed_bfloat16' (CPUs with AVX-512 BF16 or AMX, TPUs),
+      'mixed_float16' (GPU, with loss scaling), or 'float64' (slow; for numerical
+      checks, e.g. that strategies agree to rounding error).
+    enable_xla: compile the train step with XLA (slower than TensorFlow's own
+      kernels on CPU; try it on GPUs and TPUs).
     seed: one seed for data order, augmentation, initialization and dropout.
     deterministic: use deterministic ops (reproducible, slower).
   """

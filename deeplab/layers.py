@@ -9,6 +9,11 @@ SavedModels. Layers take plain arguments; `deeplab.model.build_model` maps a
 The layer names used by the model builder are the official TF1 variable scopes
 (e.g. `entry_flow/block1/unit_1/xception_module/separable_conv1`), which is how
 `deeplab.checkpoints` finds each official variable's home.
+
+At inference BatchNorm is folded into the depthwise kernels (and, in bfloat16 or
+float16, into every kernel) in the graph, from the same variables, so checkpoints
+are unchanged and Grappler/oneDNN fuse each convolution with its bias and
+activation.
 """
 
 from typing import Any, Dict, Optional, Sequence
@@ -18,6 +23,26 @@ import tf_keras
 
 _PACKAGE = 'deeplab'
 _ACTIVATIONS = {None: None, 'relu': tf.nn.relu, 'relu6': tf.nn.relu6}
+
+
+def _is_residual_sum(tensor) -> bool:
+  """Whether a graph tensor is the output of an Add (False for eager tensors)."""
+  op = getattr(tensor, 'op', None)
+  return op is not None and op.type in ('Add', 'AddV2')
+
+
+def _preactivation_relu(inputs):
+  """The ReLU at the input of an Xception unit.
+
+  A ReLU of a residual sum that also feeds other ops (the next unit's shortcut)
+  makes Grappler's remapper fuse the Add into the ReLU and then fail on the sum's
+  other consumers (TF 2.21: "Mutation::Apply error"), which drops every fusion of
+  the graph. On a sum it is therefore written as Maximum, which the remapper leaves
+  alone; elsewhere it stays a ReLU that fuses with the convolution before it.
+  """
+  if _is_residual_sum(inputs):
+    return tf.maximum(inputs, tf.zeros([], inputs.dtype))
+  return tf.nn.relu(inputs)
 
 
 def _activation(name: Optional[str]):
@@ -49,6 +74,39 @@ def _make_batch_norm(batch_norm: Optional[Dict[str, Any]]):
   return tf_keras.layers.BatchNormalization(name='BatchNorm', **batch_norm)
 
 
+def _is_inference(training) -> bool:
+  """Whether a layer called with `training` runs in inference mode, as Keras decides
+  it (None means the global learning phase); a symbolic value counts as training."""
+  if training is None:
+    training = tf_keras.backend.learning_phase()
+  return isinstance(training, (bool, int)) and not training
+
+
+def _uses_moving_statistics(batch_norm: tf_keras.layers.BatchNormalization, training) -> bool:
+  """Whether `batch_norm(x, training)` normalizes with its moving statistics: at
+  inference, and always when frozen (Keras runs a non-trainable one in inference
+  mode)."""
+  return not batch_norm.trainable or _is_inference(training)
+
+
+def _folded_batch_norm(batch_norm: tf_keras.layers.BatchNormalization):
+  """Per-channel (scale, offset) with BatchNorm(x) = x * scale + offset at inference."""
+  scale = tf.math.rsqrt(batch_norm.moving_variance + batch_norm.epsilon)
+  if batch_norm.gamma is not None:
+    scale *= batch_norm.gamma
+  offset = -batch_norm.moving_mean * scale
+  if batch_norm.beta is not None:
+    offset += batch_norm.beta
+  return scale, offset
+
+
+# oneDNN's depthwise kernels take at most this much implicit padding per side;
+# beyond it (3x3 atrous rates above 6, e.g. the ASPP's 12 and 18) TensorFlow's
+# oneDNN build runs a generic grouped convolution, 3-7x slower than padding the
+# input first.
+_MAX_IMPLICIT_DEPTHWISE_PADDING = 6
+
+
 class _ConvLayer(tf_keras.layers.Layer):
   """Shared config handling of the convolution layers below."""
 
@@ -58,8 +116,73 @@ class _ConvLayer(tf_keras.layers.Layer):
     return config
 
 
+class _ConvNormActivation(_ConvLayer):
+  """A convolution (the subclass's `_convolve`), then BatchNorm (or a bias), then
+  an activation; at inference BatchNorm folds into the kernel where the subclass's
+  `_folds` says so."""
+
+  def __init__(self, layer_config: Dict[str, Any], kernel_size: int, strides: int,
+               dilation_rate: int, activation: Optional[str],
+               batch_norm: Optional[Dict[str, Any]], explicit_padding: bool,
+               kernel_initializer: Any, **kwargs):
+    super().__init__(**kwargs)
+    self._layer_config = dict(
+        layer_config, kernel_size=kernel_size, strides=strides,
+        dilation_rate=dilation_rate, activation=activation,
+        batch_norm=None if batch_norm is None else dict(batch_norm),
+        explicit_padding=explicit_padding,
+        kernel_initializer=tf_keras.initializers.serialize(
+            tf_keras.initializers.get(kernel_initializer)))
+    self.kernel_size = kernel_size
+    self.strides = strides
+    self.dilation_rate = dilation_rate
+    self._activation_fn = _activation(activation)
+    self._padding = _padding(kernel_size, strides, dilation_rate, explicit_padding)
+    self.kernel_initializer = tf_keras.initializers.get(kernel_initializer)
+    self.batch_norm = _make_batch_norm(batch_norm)
+
+  def _add_kernel(self, name: str, shape, output_shape):
+    """Adds the kernel and, without BatchNorm, a bias (builds BatchNorm otherwise).
+
+    Both stay float32 under mixed precision (cast in `call`), so BatchNorm folds
+    into them at full precision.
+    """
+    kernel = self.add_weight(name, shape, initializer=self.kernel_initializer,
+                             experimental_autocast=False)
+    self.bias = None
+    if self.batch_norm is None:
+      self.bias = self.add_weight('bias', [output_shape[-1]], initializer='zeros',
+                                  experimental_autocast=False)
+    else:
+      self.batch_norm.build(output_shape)
+    return kernel
+
+  def _folds(self, inputs, training) -> bool:
+    """Whether BatchNorm folds into the kernel in this call."""
+    raise NotImplementedError
+
+  def _convolve(self, inputs, scale, training):
+    """The convolution of `inputs` by the kernel, whose output channels are
+    multiplied by `scale` first (None: the kernel as it is)."""
+    raise NotImplementedError
+
+  def call(self, inputs, training=None):
+    scale, bias = None, self.bias
+    fold = self.batch_norm is not None and self._folds(inputs, training)
+    if fold:
+      scale, bias = _folded_batch_norm(self.batch_norm)
+    outputs = self._convolve(inputs, scale, training)
+    if self.batch_norm is not None and not fold:
+      outputs = self.batch_norm(outputs, training=training)
+    else:
+      outputs = tf.nn.bias_add(outputs, tf.cast(bias, outputs.dtype))
+    if self._activation_fn is not None:
+      outputs = self._activation_fn(outputs)
+    return outputs
+
+
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
-class ConvBN(_ConvLayer):
+class ConvBN(_ConvNormActivation):
   """A (possibly atrous) convolution, then BatchNorm, then an activation.
 
   This is the official code's `slim.conv2d` unit. Without BatchNorm the convolution
@@ -96,49 +219,50 @@ class ConvBN(_ConvLayer):
                explicit_padding: bool = True,
                kernel_initializer: Any = 'glorot_uniform',
                **kwargs):
-    super().__init__(**kwargs)
-    self._layer_config = dict(
-        filters=filters, kernel_size=kernel_size, strides=strides,
-        dilation_rate=dilation_rate, activation=activation,
-        batch_norm=None if batch_norm is None else dict(batch_norm),
-        explicit_padding=explicit_padding,
-        kernel_initializer=tf_keras.initializers.serialize(
-            tf_keras.initializers.get(kernel_initializer)))
+    super().__init__({'filters': filters}, kernel_size, strides, dilation_rate, activation,
+                     batch_norm, explicit_padding, kernel_initializer, **kwargs)
     self.filters = filters
-    self.kernel_size = kernel_size
-    self.strides = strides
-    self.dilation_rate = dilation_rate
-    self._activation_fn = _activation(activation)
-    self._padding = _padding(kernel_size, strides, dilation_rate, explicit_padding)
-    self.kernel_initializer = tf_keras.initializers.get(kernel_initializer)
-    self.batch_norm = _make_batch_norm(batch_norm)
 
   def build(self, input_shape):
     channels = int(input_shape[-1])
-    self.kernel = self.add_weight(
+    self.kernel = self._add_kernel(
         'kernel', [self.kernel_size, self.kernel_size, channels, self.filters],
-        initializer=self.kernel_initializer)
-    self.bias = None
-    if self.batch_norm is None:
-      self.bias = self.add_weight('bias', [self.filters], initializer='zeros')
-    else:
-      self.batch_norm.build(list(input_shape[:-1]) + [self.filters])
+        list(input_shape[:-1]) + [self.filters])
     super().build(input_shape)
 
-  def call(self, inputs, training=None):
-    outputs = tf.nn.conv2d(inputs, self.kernel, strides=self.strides,
-                           padding=self._padding, dilations=self.dilation_rate)
-    if self.batch_norm is not None:
-      outputs = self.batch_norm(outputs, training=training)
-    else:
-      outputs = tf.nn.bias_add(outputs, self.bias)
-    if self._activation_fn is not None:
-      outputs = self._activation_fn(outputs)
-    return outputs
+  def _folds(self, inputs, training) -> bool:
+    # In float32 Grappler fuses the convolution with an inference BatchNorm itself;
+    # in (b)float16 it does not, and the BatchNorm costs as much as the
+    # convolution, so there it folds into the kernel (which is cast per call anyway).
+    return inputs.dtype != tf.float32 and _uses_moving_statistics(self.batch_norm, training)
+
+  def _convolve(self, inputs, scale, training):
+    kernel = self.kernel if scale is None else self.kernel * scale
+    if (self.kernel_size == 1 and self.strides == 1 and inputs.dtype != tf.float32 and
+        not _is_inference(training)):
+      # In 16-bit training a 1x1 convolution runs as a matrix product: oneDNN's
+      # matmul gradients are 1.5-3x faster in bfloat16 than the convolution's filter
+      # gradient. Inference keeps the convolution, which fuses with its bias and
+      # activation.
+      channels = inputs.shape[-1]
+      outputs = tf.matmul(tf.reshape(inputs, [-1, channels]),
+                          tf.cast(tf.reshape(kernel, [channels, self.filters]), inputs.dtype))
+      outputs = tf.reshape(outputs, tf.concat([tf.shape(inputs)[:-1], [self.filters]], 0))
+      outputs.set_shape(inputs.shape[:-1].concatenate([self.filters]))
+      return outputs
+    padding = self._padding
+    if isinstance(padding, list):
+      # oneDNN has no gradient kernels for explicitly padded convolutions; TensorFlow
+      # would run Eigen's, several times slower (in bfloat16 most of all).
+      if any(map(any, padding)):
+        inputs = tf.pad(inputs, padding)
+      padding = 'VALID'
+    return tf.nn.conv2d(inputs, tf.cast(kernel, inputs.dtype), strides=self.strides,
+                        padding=padding, dilations=self.dilation_rate)
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
-class DepthwiseConvBN(_ConvLayer):
+class DepthwiseConvBN(_ConvNormActivation):
   """A (possibly atrous) depthwise convolution, then BatchNorm, then an activation.
 
   Args:
@@ -159,46 +283,41 @@ class DepthwiseConvBN(_ConvLayer):
                explicit_padding: bool = True,
                kernel_initializer: Any = 'glorot_uniform',
                **kwargs):
-    super().__init__(**kwargs)
-    self._layer_config = dict(
-        kernel_size=kernel_size, strides=strides, dilation_rate=dilation_rate,
-        activation=activation, batch_norm=None if batch_norm is None else dict(batch_norm),
-        explicit_padding=explicit_padding,
-        kernel_initializer=tf_keras.initializers.serialize(
-            tf_keras.initializers.get(kernel_initializer)))
-    self.kernel_size = kernel_size
-    self.strides = strides
-    self.dilation_rate = dilation_rate
-    self._activation_fn = _activation(activation)
-    self._padding = _padding(kernel_size, strides, dilation_rate, explicit_padding)
-    self.kernel_initializer = tf_keras.initializers.get(kernel_initializer)
-    self.batch_norm = _make_batch_norm(batch_norm)
+    super().__init__({}, kernel_size, strides, dilation_rate, activation, batch_norm,
+                     explicit_padding, kernel_initializer, **kwargs)
 
   def build(self, input_shape):
     channels = int(input_shape[-1])
-    self.depthwise_kernel = self.add_weight(
-        'depthwise_kernel', [self.kernel_size, self.kernel_size, channels, 1],
-        initializer=self.kernel_initializer)
-    self.bias = None
-    if self.batch_norm is None:
-      self.bias = self.add_weight('bias', [channels], initializer='zeros')
-    else:
-      self.batch_norm.build(input_shape)
+    self.depthwise_kernel = self._add_kernel(
+        'depthwise_kernel', [self.kernel_size, self.kernel_size, channels, 1], input_shape)
     super().build(input_shape)
 
-  def call(self, inputs, training=None):
+  def _folds(self, inputs, training) -> bool:
+    # At inference BatchNorm folds into the kernel and a bias, which oneDNN fuses
+    # with the convolution and activation; as a separate op it costs about as much
+    # as the depthwise convolution itself.
+    del inputs
+    return _uses_moving_statistics(self.batch_norm, training)
+
+  def _convolve(self, inputs, scale, training):
+    kernel = self.depthwise_kernel
+    if scale is not None:
+      kernel = kernel * scale[:, tf.newaxis]
+    padding = self._padding
+    same_padding = (self.kernel_size - 1) * self.dilation_rate // 2
+    # At inference only: oneDNN's filter gradient rejects such padded inputs.
+    if (self.strides == 1 and same_padding > _MAX_IMPLICIT_DEPTHWISE_PADDING and
+        _is_inference(training)):
+      padding = [[0, 0], [same_padding, same_padding], [same_padding, same_padding], [0, 0]]
+    if isinstance(padding, list):
+      # Padding as an op also avoids a TensorFlow crash: the fused depthwise
+      # convolution + bias rejects the EXPLICIT padding attribute.
+      inputs, padding = tf.pad(inputs, padding), 'VALID'
     # The native op runs dilations directly; tf.nn.depthwise_conv2d would wrap a
     # dilated one in SpaceToBatchND / BatchToSpaceND copies.
-    outputs = tf.compat.v1.nn.depthwise_conv2d_native(
-        inputs, self.depthwise_kernel, strides=[1, self.strides, self.strides, 1],
-        padding=self._padding, dilations=[1, self.dilation_rate, self.dilation_rate, 1])
-    if self.batch_norm is not None:
-      outputs = self.batch_norm(outputs, training=training)
-    else:
-      outputs = tf.nn.bias_add(outputs, self.bias)
-    if self._activation_fn is not None:
-      outputs = self._activation_fn(outputs)
-    return outputs
+    return tf.compat.v1.nn.depthwise_conv2d_native(
+        inputs, tf.cast(kernel, inputs.dtype), strides=[1, self.strides, self.strides, 1],
+        padding=padding, dilations=[1, self.dilation_rate, self.dilation_rate, 1])
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -242,7 +361,10 @@ class SeparableConvBN(_ConvLayer):
         dilation_rate=dilation_rate, activation=activation, preactivation=preactivation,
         batch_norm=batch_norm, explicit_padding=explicit_padding)
     self.preactivation = preactivation
-    self._input_activation_fn = _activation(activation) if preactivation else None
+    self._input_activation_fn = None
+    if preactivation:
+      self._input_activation_fn = (_preactivation_relu if activation == 'relu'
+                                   else _activation(activation))
     inner_activation = None if preactivation else activation
     self.depthwise = DepthwiseConvBN(
         kernel_size, strides=strides, dilation_rate=dilation_rate,

@@ -349,6 +349,6 @@ def load_predictor(experiment: ExperimentConfig, checkpoint: str = '',
   config = experiment.model
   if evaluation.output_stride:
     config = config.with_output_stride(evaluation.output_stride)
-  model = build_model(config)
+  model = build_model(config, precision=experiment.runtime.mixed_precision_dtype)
   restore_weights(model, checkpoint, strict=True)
   return label_predictor(model, evaluation.eval_scales, evaluation.add_flipped_images)

@@ -100,3 +100,23 @@ def test_sync_batch_norm_builds_synchronized_layers():
   model = build_model(_tiny(sync_batch_norm=True))
   aspp = model.get_layer('aspp')
   assert aspp.aspp0.batch_norm.synchronized
+
+
+def test_mixed_bfloat16_model_keeps_float32_variables_and_logits_and_its_policy():
+  config = ModelConfig(backbone='mobilenet_v2', num_classes=4, depth_multiplier=0.5)
+  tf_keras.utils.set_random_seed(3)
+  model = build_model(config)
+  mixed = build_model(config, precision='mixed_bfloat16')
+  assert tf_keras.mixed_precision.global_policy().name == 'float32'
+  mixed.set_weights(model.get_weights())
+  assert {w.dtype for w in mixed.weights} == {tf.float32}
+  images = tf.random.stateless_uniform([1, 65, 65, 3], [0, 1], 0, 255)
+  logits = mixed(images, training=False)
+  assert logits.dtype == tf.float32
+  assert mixed.get_layer('logits/semantic').compute_dtype == 'float32'
+  assert mixed.get_layer('aspp').compute_dtype == 'bfloat16'
+  reference = model(images, training=False)
+  assert np.abs(logits - reference).max() < 0.1 * np.abs(reference).max()
+  assert with_output_stride(mixed, 8).dtype_policy.name == 'mixed_bfloat16'
+  with pytest.raises(ValueError, match='precision must be one of'):
+    build_model(config, precision='int8')

@@ -166,7 +166,7 @@ def run_evaluation(experiment: ExperimentConfig, checkpoint: str, *, output_dir:
   if config.output_stride:
     model_config = model_config.with_output_stride(config.output_stride)
   with strategy.scope():
-    model = build_model(model_config)
+    model = build_model(model_config, precision=experiment.runtime.mixed_precision_dtype)
   evaluator = Evaluator(model, ignore_label=data.ignore_label, class_names=class_names,
                         config=config, strategy=strategy)
   dataset = build_dataset(data.file_pattern, training=False, batch_size=data.batch_size,

@@ -152,7 +152,8 @@ def export_from_checkpoint(experiment: ExperimentConfig,
   """Builds `experiment.model`, restores `checkpoint` into it and exports it.
 
   Args:
-    experiment: its `model` and `export` configs are used.
+    experiment: its `model` and `export` configs are used, and the precision
+      policy of its `runtime` (e.g. 'mixed_bfloat16').
     checkpoint: a TF2 checkpoint (prefix, or a training directory: its latest) or
       an official TF1 checkpoint; every model weight must be found in it.
     export_dir, version, sample_image_paths, tflite: as `export_model`.
@@ -162,7 +163,7 @@ def export_from_checkpoint(experiment: ExperimentConfig,
     ParityError, ValueError: from `export_model`.
   """
   version_path(export_dir, version)  # An existing version fails before the slow part.
-  model = build_model(experiment.model)
+  model = build_model(experiment.model, precision=experiment.runtime.mixed_precision_dtype)
   restored = restore_weights(model, checkpoint, strict=True)
   logging.info('%s', restored.summary())
   return export_model(model, export_dir, experiment.export, version=version,
