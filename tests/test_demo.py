@@ -29,6 +29,12 @@ def test_demo_runs_every_tool_and_writes_its_summary(tmp_path):
   assert overview.ndim == 3 and overview.shape[2] == 3 and np.ptp(overview) > 0
   assert outputs['overview'] == str(tmp_path / 'overview.png')
   assert 'validation mIoU' in result.stdout
+  card = (tmp_path / 'MODEL_CARD.md').read_text()
+  assert outputs['model_card'] == str(tmp_path / 'MODEL_CARD.md')
+  assert f'mean IoU **{summary["validation_mean_iou"]:.4f}**' in card
+  assert '24 training and 6 validation' in card and '6 steps' in card
+  for name in ('background', 'disc', 'square', 'triangle', 'ring'):
+    assert f'| {name} | ' in card
 
   # A rerun reuses the dataset, the finished training run and the current export.
   rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)

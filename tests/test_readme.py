@@ -33,3 +33,13 @@ def test_cost_table_rows_equal_what_the_tool_computes(backbone, output_stride):
   row, = cost_rows([backbone], [output_stride])
   assert _cost_table()[(backbone, output_stride)] == (row['trainable_params'], row['gmacs']), (
       'README.md cost table is stale: run deeplab-cost --update_readme=README.md')
+
+
+def test_cli_reference_is_every_tool_help():
+  from deeplab.tools.cli_reference import SECTION, cli_reference  # pylint: disable=import-outside-toplevel
+  text = README.read_text()
+  section = re.search(f'<!-- {SECTION}:start -->\n(.*?)<!-- {SECTION}:end -->', text, re.S)
+  assert section, f'README.md lost its {SECTION} markers'
+  assert section.group(1) == cli_reference(), (
+      'README.md command-line reference is stale: run '
+      'python -m deeplab.tools.cli_reference --update_readme=README.md')

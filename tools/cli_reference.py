@@ -36,8 +36,9 @@ def tool_help(command: str) -> str:
   path = os.path.join(os.path.dirname(sys.executable), command)
   result = subprocess.run([path, '--help'], capture_output=True, text=True, check=False,
                           timeout=300)
-  if result.returncode != 0:
-    raise RuntimeError(f'{command} --help failed: {result.stderr[-2000:]}')
+  # absl exits with status 1 after printing the help; what matters is the text.
+  if f'{command}:' not in result.stdout:
+    raise RuntimeError(f'{command} --help printed no flags: {result.stderr[-2000:]}')
   text = re.sub(r'^\S*' + re.escape(command) + r':$', f'{command}:', result.stdout,
                 flags=re.MULTILINE)
   text = text.replace('Try --helpfull to get a list of all flags.', '')
