@@ -499,7 +499,9 @@ def load_experiment(experiment: str = '',
   config = ExperimentConfig()
   if experiment:
     path = experiment
-    if not os.path.exists(path):
+    # Only a file is taken for a path: a folder named like an experiment (say, its
+    # data) must not hide the registered experiment.
+    if not os.path.isfile(path):
       path = os.path.join(experiments_dir(), f'{experiment}.yaml')
       if not os.path.exists(path):
         raise ConfigError(f'Unknown experiment {experiment!r}: not a file, and not one of '

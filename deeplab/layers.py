@@ -403,7 +403,9 @@ def resize_bilinear(images: tf.Tensor, size) -> tf.Tensor:
   Returns:
     The resized images, in the dtype of `images`.
   """
-  resized = tf.compat.v1.image.resize_bilinear(images, size, align_corners=True)
+  # The op tf.compat.v1.image.resize_bilinear wraps, without its deprecation warning.
+  resized = tf.raw_ops.ResizeBilinear(images=images, size=size, align_corners=True,
+                                      half_pixel_centers=False)
   return tf.cast(resized, images.dtype)
 
 

@@ -109,8 +109,8 @@ def softmax_cross_entropy(labels: tf.Tensor,
   num_classes = logits.shape[-1]
   logits = tf.cast(logits, tf.float32)
   if logits.shape[1:3] != labels.shape[1:3] or not logits.shape[1:3].is_fully_defined():
-    logits = tf.compat.v1.image.resize_bilinear(logits, tf.shape(labels)[1:3],
-                                                align_corners=True)
+    logits = tf.raw_ops.ResizeBilinear(images=logits, size=tf.shape(labels)[1:3],
+                                       align_corners=True, half_pixel_centers=False)
   count = loss_normalizer(labels, num_classes, ignore_label, top_k_fraction)
   labels = tf.reshape(labels, [-1])
   logits = tf.reshape(logits, [-1, num_classes])

@@ -112,6 +112,12 @@ def test_unknown_experiment_names_the_registered_ones():
     load_experiment('pascal_voc_xception_99')
 
 
+def test_a_folder_named_like_an_experiment_does_not_hide_it(tmp_path, monkeypatch):
+  (tmp_path / 'synthetic').mkdir()
+  monkeypatch.chdir(tmp_path)
+  assert load_experiment('synthetic').model.num_classes == 5
+
+
 def test_defaults_match_the_official_train_flags():
   trainer = ExperimentConfig().trainer
   assert (trainer.last_layer_gradient_multiplier, trainer.last_layers_contain_logits_only,

@@ -93,8 +93,8 @@ def scale_and_crop(image: tf.Tensor, label: tf.Tensor, factor: tf.Tensor, crop_h
   size = scaled_size(shape[0], shape[1], factor)
   # Aligned corners as the official TF1 resizes, so pixel (0, 0) and the last pixel
   # of image and label stay on top of each other at every scale.
-  image = tf.compat.v1.image.resize_bilinear(tf.cast(image, tf.float32)[None], size,
-                                             align_corners=True)[0]
+  image = tf.raw_ops.ResizeBilinear(images=tf.cast(image, tf.float32)[None], size=size,
+                                    align_corners=True, half_pixel_centers=False)[0]
   seeds = tf.random.experimental.stateless_split(seed, 2)
   top = tf.random.stateless_uniform(
       [], seeds[0], 0, tf.maximum(size[0], crop_height) - crop_height + 1, dtype=tf.int32)
