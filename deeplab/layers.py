@@ -157,6 +157,22 @@ class _ConvNormActivation(_ConvLayer):
       self.batch_norm.build(output_shape)
     return kernel
 
+  @staticmethod
+  def _pad_explicitly(inputs, padding):
+    """(inputs, op padding): explicit padding is applied to the inputs as a pad op
+    and the convolution runs 'VALID'; 'SAME' and 'VALID' pass through.
+
+    As an op it has fast oneDNN gradient kernels (an explicitly padded convolution
+    runs Eigen's, several times slower, in bfloat16 most of all), and it avoids a
+    TensorFlow crash: the fused depthwise convolution + bias rejects the EXPLICIT
+    padding attribute.
+    """
+    if not isinstance(padding, list):
+      return inputs, padding
+    if any(map(any, padding)):
+      inputs = tf.pad(inputs, padding)
+    return inputs, 'VALID'
+
   def _folds(self, inputs, training) -> bool:
     """Whether BatchNorm folds into the kernel in this call."""
     raise NotImplementedError
@@ -250,13 +266,7 @@ class ConvBN(_ConvNormActivation):
       outputs = tf.reshape(outputs, tf.concat([tf.shape(inputs)[:-1], [self.filters]], 0))
       outputs.set_shape(inputs.shape[:-1].concatenate([self.filters]))
       return outputs
-    padding = self._padding
-    if isinstance(padding, list):
-      # oneDNN has no gradient kernels for explicitly padded convolutions; TensorFlow
-      # would run Eigen's, several times slower (in bfloat16 most of all).
-      if any(map(any, padding)):
-        inputs = tf.pad(inputs, padding)
-      padding = 'VALID'
+    inputs, padding = self._pad_explicitly(inputs, self._padding)
     return tf.nn.conv2d(inputs, tf.cast(kernel, inputs.dtype), strides=self.strides,
                         padding=padding, dilations=self.dilation_rate)
 
@@ -309,10 +319,7 @@ class DepthwiseConvBN(_ConvNormActivation):
     if (self.strides == 1 and same_padding > _MAX_IMPLICIT_DEPTHWISE_PADDING and
         _is_inference(training)):
       padding = [[0, 0], [same_padding, same_padding], [same_padding, same_padding], [0, 0]]
-    if isinstance(padding, list):
-      # Padding as an op also avoids a TensorFlow crash: the fused depthwise
-      # convolution + bias rejects the EXPLICIT padding attribute.
-      inputs, padding = tf.pad(inputs, padding), 'VALID'
+    inputs, padding = self._pad_explicitly(inputs, padding)
     # The native op runs dilations directly; tf.nn.depthwise_conv2d would wrap a
     # dilated one in SpaceToBatchND / BatchToSpaceND copies.
     return tf.compat.v1.nn.depthwise_conv2d_native(

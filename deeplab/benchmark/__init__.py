@@ -17,7 +17,7 @@ from deeplab.benchmark.agreement import (calibrate_random_batch_norm,
                                          fit_logits_to_color_regions, measure_agreement)
 from deeplab.benchmark.inference import (EVAL_SCALES, BenchmarkConfig, build_benchmark_model,
                                          forward_function, measure_cost, measure_latency,
-                                         measure_multiscale, measure_saved_model)
+                                         measure_multiscale, measure_saved_model, nominal_cost)
 from deeplab.benchmark.machine import (CEILING_OPS, COMPUTE_DTYPES, describe_machine,
                                        measure_ceiling, set_threads)
 from deeplab.benchmark.runner import (DEFAULT_MEASUREMENTS, MEASUREMENTS, append_results,
@@ -53,6 +53,7 @@ __all__ = [
     'measure_saved_model',
     'measure_speed_table',
     'measure_train_step',
+    'nominal_cost',
     'run_benchmarks',
     'set_threads',
     'speed_rows',

@@ -21,7 +21,7 @@ Example:
   ('agreement', 3, True)
 """
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -110,11 +110,6 @@ def fit_logits_to_color_regions(model: tf_keras.Model, images, seed: int = 0) ->
   logits.bias.assign(solution[-1])
 
 
-def _read_images(image_paths: Sequence[str]) -> List[np.ndarray]:
-  """RGB uint8 images of `image_paths` (globs allowed), or synthetic scenes."""
-  return [sample.pixels for sample in sample_images(image_paths)]
-
-
 def measure_agreement(config: BenchmarkConfig, image_paths: Sequence[str] = (),
                       seed: int = 0) -> Dict[str, Any]:
   """How often `config.precision` predicts the float32 model's label, per pixel.
@@ -133,7 +128,8 @@ def measure_agreement(config: BenchmarkConfig, image_paths: Sequence[str] = (),
     {'agreement': fraction of equal labels, 'pixels', 'images', 'seed',
      'classes_predicted': distinct float32 labels (a trivial model predicts one)}.
   """
-  images = _read_images(image_paths)
+  # RGB uint8 images of `image_paths` (globs allowed), or synthetic scenes.
+  images = [sample.pixels for sample in sample_images(image_paths)]
   resized = tf.stack([tf.image.resize(image, config.size) for image in images])
   tf_keras.utils.set_random_seed(seed)
   reference = build_model(config.model_config())

@@ -13,6 +13,7 @@ Example:
 
 import contextlib
 import dataclasses
+import functools
 import tempfile
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -22,7 +23,7 @@ import tf_keras
 from deeplab.benchmark.timing import time_calls, time_interleaved
 from deeplab.config import SUPPORTED_PRECISIONS, ExportConfig, ModelConfig
 from deeplab.export import export_model
-from deeplab.model import DeepLabModel, build_model, model_cost
+from deeplab.model import DeepLabModel, ModelCost, build_model, model_cost
 from deeplab.predict import label_predictor, load_label_predictor, predict_probabilities
 
 # The paper's multi-scale evaluation.
@@ -98,8 +99,19 @@ def _images(batch_size: int, size: Sequence[int], dtype=tf.float32, seed: int = 
   return tf.cast(pixels, dtype)
 
 
+def nominal_cost(config: BenchmarkConfig) -> ModelCost:
+  """`deeplab.model_cost` of the model at `config.size`, computed once per model and
+  size: it traces the model, which takes seconds."""
+  return _cached_cost(config.model_config(), tuple(config.size))
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_cost(model_config: ModelConfig, size: Tuple[int, int]) -> ModelCost:
+  return model_cost(model_config, *size)
+
+
 def _gmacs(config: BenchmarkConfig) -> float:
-  return model_cost(config.model_config(), *config.size).multiply_adds / 1e9
+  return nominal_cost(config).multiply_adds / 1e9
 
 
 def speed(gmacs_per_image: float, images: int, seconds: float,
@@ -116,7 +128,7 @@ def speed(gmacs_per_image: float, images: int, seconds: float,
 
 def measure_cost(config: BenchmarkConfig) -> Dict[str, Any]:
   """Trainable parameters and nominal multiply-adds per image at `config.size`."""
-  cost = model_cost(config.model_config(), *config.size)
+  cost = nominal_cost(config)
   return {'measurement': 'cost', 'trainable_params': cost.trainable_params,
           'multiply_adds': cost.multiply_adds, 'gmacs': round(cost.multiply_adds / 1e9, 3)}
 

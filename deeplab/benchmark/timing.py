@@ -50,18 +50,7 @@ def time_calls(function: Callable[[], Any], runs: int = 5, warmup: int = 2) -> T
   Returns:
     A `Timing` in seconds per call.
   """
-  if runs < 1:
-    raise ValueError(f'runs must be at least 1; got {runs}.')
-  if warmup < 0:
-    raise ValueError(f'warmup must be at least 0; got {warmup}.')
-  for _ in range(warmup):
-    function()
-  seconds = []
-  for _ in range(runs):
-    start = time.perf_counter()
-    function()
-    seconds.append(time.perf_counter() - start)
-  return Timing.from_seconds(seconds)
+  return time_interleaved({'call': function}, runs, warmup)['call']
 
 
 def time_interleaved(functions: Dict[str, Callable[[], Any]], runs: int = 5,
@@ -76,6 +65,10 @@ def time_interleaved(functions: Dict[str, Callable[[], Any]], runs: int = 5,
     >>> sorted(timings), timings['a'].runs
     (['a', 'b'], 3)
   """
+  if runs < 1:
+    raise ValueError(f'runs must be at least 1; got {runs}.')
+  if warmup < 0:
+    raise ValueError(f'warmup must be at least 0; got {warmup}.')
   for function in functions.values():
     for _ in range(warmup):
       function()

@@ -16,13 +16,12 @@ from typing import Any, Dict, Optional
 import numpy as np
 import tensorflow as tf
 
-from deeplab.benchmark.inference import BenchmarkConfig, speed
+from deeplab.benchmark.inference import BenchmarkConfig, nominal_cost, speed
 from deeplab.benchmark.timing import Timing, time_calls
 from deeplab.config import DataConfig, ExperimentConfig, RuntimeConfig
 from deeplab.data import build_dataset, measure_throughput
 from deeplab.data.schema import make_example
 from deeplab.data.synthetic import generate_example
-from deeplab.model import model_cost
 from deeplab.training.loop import build_train_step
 
 # A backward pass costs about twice the forward's multiply-adds.
@@ -61,8 +60,7 @@ def measure_train_step(config: BenchmarkConfig,
     return step.optimizer.iterations.numpy()
 
   timing = time_calls(one_step, config.runs, config.warmup)
-  gmacs = (TRAIN_MACS_PER_FORWARD_MAC *
-           model_cost(config.model_config(), *config.size).multiply_adds / 1e9)
+  gmacs = TRAIN_MACS_PER_FORWARD_MAC * nominal_cost(config).multiply_adds / 1e9
   return {'measurement': 'train_step', 'batch_size': config.batch_size,
           'seconds': timing.as_dict(),
           **speed(gmacs, config.batch_size, timing.median, ceiling_gflops)}

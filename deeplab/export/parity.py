@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab.data.synthetic import generate_example
+from deeplab.visualization import encode_png
 
 # The serving graph runs the same ops as the Keras model; labels may differ only
 # where two classes' scores tie to float rounding.
@@ -102,11 +103,6 @@ def _expand(paths: Sequence[str]) -> List[str]:
       raise FileNotFoundError(f'Sample image {pattern!r} matches no file.')
     files.extend(matches)
   return files
-
-
-def encode_png(image: np.ndarray) -> bytes:
-  """PNG bytes of a uint8 image [H, W, C]."""
-  return tf.io.encode_png(image).numpy()
 
 
 def label_agreement(expected: Sequence[np.ndarray], actual: Sequence[np.ndarray]) -> float:

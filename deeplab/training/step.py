@@ -206,18 +206,15 @@ def _replica_local_sum(shape, dtype) -> tf.Variable:
 
 
 @contextlib.contextmanager
-def _keras_build_settings(mixed_precision_dtype: str):
-  """Layers built inside take the precision policy and draw dropout masks from a
-  `tf.random.Generator`, whose state can be checkpointed (the default stateful
-  ops restart their sequence in a new process, so a resumed run would differ)."""
-  policy = tf_keras.mixed_precision.global_policy()
+def _checkpointable_dropout():
+  """Layers built inside draw dropout masks from a `tf.random.Generator`, whose
+  state can be checkpointed (the default stateful ops restart their sequence in a
+  new process, so a resumed run would differ)."""
   generator_enabled = tf_keras.backend.experimental.is_tf_random_generator_enabled()
-  tf_keras.mixed_precision.set_global_policy(mixed_precision_dtype)
   tf_keras.backend.experimental.enable_tf_random_generator()
   try:
     yield
   finally:
-    tf_keras.mixed_precision.set_global_policy(policy)
     if not generator_enabled:
       tf_keras.backend.experimental.disable_tf_random_generator()
 
@@ -237,8 +234,8 @@ def build_train_step(config: ExperimentConfig,
   """
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
-    with _keras_build_settings(config.runtime.mixed_precision_dtype):
-      model = build_model(config.model)
+    with _checkpointable_dropout():
+      model = build_model(config.model, precision=config.runtime.mixed_precision_dtype)
     if not config.trainer.fine_tune_batch_norm:
       # A non-trainable BatchNormalization also normalizes with its moving statistics.
       for layer in model.submodules:
