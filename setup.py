@@ -45,7 +45,9 @@ setup(
         'pyyaml>=6.0',
     ],
     extras_require={
-        'test': ['pytest>=8'],
+        'test': ['pytest>=8', 'pycocotools>=2.0.7'],
+        # Decoding COCO's polygons and RLE masks (deeplab-convert --dataset=coco).
+        'coco': ['pycocotools>=2.0.7'],
         # TF Serving warm-up requests in exported SavedModels, and gRPC clients.
         'serving': ['tensorflow-serving-api~=2.21.0'],
     },

@@ -12,7 +12,7 @@ import os
 from typing import Optional, Sequence
 
 from deeplab.data.info import DatasetInfo
-from deeplab.datasets import ade20k, cityscapes, folder, sbd, synthetic, voc2012
+from deeplab.datasets import ade20k, cityscapes, coco, folder, sbd, synthetic, voc2012
 from deeplab.datasets.core import convert_source
 
 SOURCES = {
@@ -23,6 +23,7 @@ SOURCES = {
     'ade20k': ade20k.ade20k_source,
     'folder': folder.folder_source,
     'synthetic': synthetic.synthetic_source,
+    'coco': coco.coco_source,
 }
 
 
@@ -56,7 +57,8 @@ def convert(dataset: str, data_dir: str, output_dir: Optional[str], *,
     num_workers: decoding threads (default: the number of CPUs).
     skip_bad: write the good examples and list the bad ones instead of failing.
     **options: dataset-specific options, see `dataset_options(dataset)`, e.g.
-      sbd_dir for 'sbd'; num_classes, ignore_label, colormap for 'folder'.
+      sbd_dir for 'sbd'; num_classes, ignore_label, colormap for 'folder';
+      skip_empty for 'coco'.
 
   Returns:
     The dataset info, with the converted (or checked) splits.

@@ -1,4 +1,5 @@
-"""Cityscapes on mini datasets in the exact layouts: extracted folders and TFDS's zips."""
+"""Cityscapes, fine and coarse, on mini datasets in the exact layouts: extracted folders,
+the downloaded zips (TFDS's manual_dir) and a mix of both."""
 
 import os
 import zipfile
@@ -16,6 +17,7 @@ from deeplab.datasets.core import DatasetError
 ID_PAIRS = [(0, 255), (7, 0), (8, 1), (11, 2), (17, 5), (24, 11), (26, 13), (33, 18), (4, 255)]
 IMAGES = {'train': [('aachen', 0), ('aachen', 1), ('bochum', 0)], 'val': [('lindau', 0)],
           'test': [('berlin', 0)]}
+EXTRA_IMAGES = [('augsburg', 0), ('bad-honnef', 3)]
 
 
 def _files(suffix_for_labels='_gtFine_labelIds.png'):
@@ -40,6 +42,29 @@ def _expected_train_ids():
       np.arange(16 * 32).reshape(16, 32) % len(ID_PAIRS)]
 
 
+def _coarse_files():
+  """{relative path: bytes} of train_extra images and gtCoarse labels of every labelled
+  image; coarse labels are the fine pattern shifted by one column, to tell them apart."""
+  files = {}
+  coarse_ids = np.roll(np.array([p[0] for p in ID_PAIRS], np.uint8)[
+      np.arange(16 * 32).reshape(16, 32) % len(ID_PAIRS)], 1, axis=1)
+  for split, images in {**IMAGES, 'train_extra': EXTRA_IMAGES}.items():
+    if split == 'test':
+      continue
+    for number, (city, frame) in enumerate(images):
+      base = f'{city}_{number:06d}_{frame:06d}'
+      if split == 'train_extra':
+        files[f'leftImg8bit/{split}/{city}/{base}_leftImg8bit.png'] = tf.io.encode_png(
+            np.full([16, 32, 3], 7, np.uint8)).numpy()
+      files[f'gtCoarse/{split}/{city}/{base}_gtCoarse_labelIds.png'] = png.encode_label_png(
+          coarse_ids)
+  return files
+
+
+def _expected_coarse_train_ids():
+  return np.roll(_expected_train_ids(), 1, axis=1)
+
+
 def _write_folders(root, files):
   for relative, data in files.items():
     path = root / relative
@@ -47,13 +72,25 @@ def _write_folders(root, files):
     path.write_bytes(data)
 
 
+def _zip_of(relative):
+  """The downloaded zip that holds a file of the dataset."""
+  if relative.startswith('leftImg8bit/train_extra/'):
+    return cityscapes.EXTRA_IMAGE_ZIP
+  return {'leftImg8bit': cityscapes.IMAGE_ZIP, 'gtFine': cityscapes.LABEL_ZIP,
+          'gtCoarse': cityscapes.COARSE_LABEL_ZIP}[relative.split('/')[0]]
+
+
 def _write_zips(root, files):
   root.mkdir(parents=True, exist_ok=True)
-  with zipfile.ZipFile(root / cityscapes.IMAGE_ZIP, 'w') as images, zipfile.ZipFile(
-      root / cityscapes.LABEL_ZIP, 'w') as labels:
-    images.writestr('README', 'not an image')
-    for relative, data in files.items():
-      (images if relative.startswith('leftImg8bit') else labels).writestr(relative, data)
+  zips = {}
+  for relative, data in files.items():
+    name = _zip_of(relative)
+    if name not in zips:
+      zips[name] = zipfile.ZipFile(root / name, 'w')
+      zips[name].writestr('README', 'not an image')
+    zips[name].writestr(relative, data)
+  for archive in zips.values():
+    archive.close()
 
 
 def _records(output_dir, split):
@@ -126,3 +163,52 @@ def test_tfds_cityscapes_from_manual_dir_zips(tmp_path):
   assert example['image'].shape == (1024, 2048, 3)
   np.testing.assert_array_equal(example['label'].numpy(),
                                 cityscapes.label_ids_to_train_ids(label_ids))
+
+
+@pytest.mark.parametrize('layout', ['folders', 'zips'])
+def test_coarse_data_adds_the_fine_plus_coarse_split(tmp_path, layout):
+  source = tmp_path / 'cityscapes'
+  (_write_folders if layout == 'folders' else _write_zips)(source, {**_files(),
+                                                                   **_coarse_files()})
+  info = convert('cityscapes', str(source), str(tmp_path / 'out'), num_workers=2)
+  assert {s: i.num_examples for s, i in info.splits.items()} == {
+      'train_fine': 3, 'val_fine': 1, 'train_fine_coarse': 5}
+  records = _records(tmp_path / 'out', 'train_fine_coarse')
+  assert list(records) == ['aachen_000000_000000', 'aachen_000001_000001',
+                           'bochum_000002_000000', 'augsburg_000000_000000',
+                           'bad-honnef_000001_000003']
+  for name, labels in records.items():
+    expected = (_expected_coarse_train_ids() if name.startswith(('augsburg', 'bad-honnef'))
+                else _expected_train_ids())
+    np.testing.assert_array_equal(labels, expected, err_msg=name)
+
+
+def test_coarse_splits_from_zipped_fine_and_extracted_coarse_data(tmp_path):
+  _write_zips(tmp_path / 'cs', _files())
+  _write_folders(tmp_path / 'cs', _coarse_files())
+  info = convert('cityscapes', str(tmp_path / 'cs'), str(tmp_path / 'out'),
+                 splits=['train_extra', 'train_coarse', 'trainval_coarse', 'trainval_fine'],
+                 num_shards=2)
+  assert {s: i.num_examples for s, i in info.splits.items()} == {
+      'train_extra': 2, 'train_coarse': 5, 'trainval_coarse': 6, 'trainval_fine': 4}
+  records = _records(tmp_path / 'out', 'trainval_coarse')
+  assert sorted(records) == sorted(
+      ['aachen_000000_000000', 'aachen_000001_000001', 'bochum_000002_000000',
+       'lindau_000000_000000', 'augsburg_000000_000000', 'bad-honnef_000001_000003'])
+  for name, labels in records.items():  # Coarse labels even where fine ones exist.
+    np.testing.assert_array_equal(labels, _expected_coarse_train_ids(), err_msg=name)
+  for name, labels in _records(tmp_path / 'out', 'trainval_fine').items():
+    np.testing.assert_array_equal(labels, _expected_train_ids(), err_msg=name)
+
+
+def test_a_coarse_split_without_coarse_labels_names_the_missing_zip(tmp_path):
+  files = {**_files(), **_coarse_files()}
+  _write_folders(tmp_path / 'cs', {k: v for k, v in files.items()
+                                   if not k.startswith('gtCoarse/train_extra/')})
+  info = convert('cityscapes', str(tmp_path / 'cs'), None)  # No coarse default split.
+  assert sorted(info.splits) == ['train_fine', 'val_fine']
+  with pytest.raises(FileNotFoundError, match='no files in gtCoarse/train_extra/: extract '
+                     'gtCoarse.zip'):
+    convert('cityscapes', str(tmp_path / 'cs'), str(tmp_path / 'out'),
+            splits=['train_fine_coarse'])
+  assert not os.path.exists(tmp_path / 'out')

@@ -13,6 +13,10 @@ Examples:
   deeplab-convert --dataset=sbd --data_dir=VOCdevkit/VOC2012 \
       --sbd_dir=benchmark_RELEASE --output_dir=data/voc          # train_aug (10582)
   deeplab-convert --dataset=cityscapes --data_dir=cityscapes --output_dir=data/cityscapes
+  deeplab-convert --dataset=cityscapes --data_dir=cityscapes --output_dir=data/cityscapes \
+      --splits=train_coarse,trainval_coarse                    # gtCoarse labels only
+  deeplab-convert --dataset=coco --data_dir=coco --skip_empty \
+      --output_dir=data/coco                                   # VOC classes, pre-training
   deeplab-convert --dataset=ade20k --data_dir=ADEChallengeData2016 --output_dir=data/ade20k
   deeplab-convert --dataset=folder --data_dir=my_data --num_classes=3 \
       --colormap=pascal --output_dir=data/mine                   # RGB-coded masks
@@ -28,15 +32,18 @@ from deeplab.tools import common
 flags.DEFINE_enum('dataset', None, list(SOURCES), 'Dataset to convert.')
 flags.DEFINE_string('data_dir', '', 'Root of the dataset as downloaded: VOCdevkit/VOC2012 '
                     '(voc2012, sbd), the folder of leftImg8bit/ + gtFine/ or of their zips '
-                    '(cityscapes), ADEChallengeData2016 (ade20k), your folder of images/ + '
-                    'masks/ (folder); synthetic: where to generate (default '
+                    '(cityscapes; with gtCoarse/ and leftImg8bit/train_extra/ or their zips for '
+                    'the coarse splits), ADEChallengeData2016 (ade20k), your folder of '
+                    'images/ + masks/ (folder), the folder of train2017/, val2017/ and '
+                    'annotations/ (coco); synthetic: where to generate (default '
                     '<output_dir>/raw).')
 flags.DEFINE_string('output_dir', '', 'Where the TFRecords and dataset_info.json go.')
 flags.DEFINE_list('splits', [], 'Splits to convert (default: all of the dataset\'s usual '
-                  'ones, e.g. train,val,trainval for voc2012; train_fine,val_fine for '
-                  'cityscapes).')
+                  'ones, e.g. train,val,trainval for voc2012; train_fine,val_fine (and '
+                  'train_fine_coarse with the coarse data) for cityscapes; train,val for '
+                  'coco).')
 flags.DEFINE_integer('num_shards', None, 'Shards per split (default: the official count: '
-                     '4, 10 for cityscapes).', lower_bound=1)
+                     '4, 10 for cityscapes, 32 for coco).', lower_bound=1)
 flags.DEFINE_integer('num_workers', None, 'Threads decoding and encoding (default: the '
                      'number of CPUs).', lower_bound=1)
 flags.DEFINE_bool('check_only', False, 'Only check every file and report; write nothing.')
@@ -52,13 +59,15 @@ flags.DEFINE_string('colormap', None, 'folder: read colour-coded RGB masks throu
                     '(line i = class i).')
 flags.DEFINE_list('class_names', None, 'folder: class names, one per class.')
 flags.DEFINE_string('name', None, 'folder: dataset name (default: the folder name).')
+flags.DEFINE_bool('skip_empty', False, 'coco: leave out the images without an instance of '
+                  'a VOC class.')
 flags.DEFINE_integer('seed', None, 'synthetic: generation seed (default 0).')
 flags.DEFINE_list('num_examples', None, 'synthetic: images per split, e.g. '
                   'train=200,val=50.')
 flags.mark_flag_as_required('dataset')
 
 _OPTION_FLAGS = ('sbd_dir', 'num_classes', 'ignore_label', 'colormap', 'class_names', 'name',
-                 'seed', 'num_examples')
+                 'seed', 'num_examples', 'skip_empty')
 
 
 def _options():

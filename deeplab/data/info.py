@@ -143,6 +143,8 @@ SYNTHETIC_CLASSES = ('background', 'disc', 'square', 'triangle', 'ring', 'cross'
 
 KNOWN_DATASETS = {
     'pascal_voc_seg': DatasetInfo('pascal_voc_seg', 21, 255, PASCAL_VOC_CLASSES, 'pascal'),
+    # COCO images with masks of VOC's classes only, to pre-train for VOC.
+    'coco_voc': DatasetInfo('coco_voc', 21, 255, PASCAL_VOC_CLASSES, 'pascal'),
     'cityscapes': DatasetInfo('cityscapes', 19, 255, CITYSCAPES_CLASSES, 'cityscapes'),
     'ade20k': DatasetInfo('ade20k', 151, 0, ADE20K_CLASSES, 'ade20k'),
     'synthetic': DatasetInfo('synthetic', 5, 255, SYNTHETIC_CLASSES[:5], 'pascal'),
