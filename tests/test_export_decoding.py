@@ -1,4 +1,5 @@
-"""Header checks and decoding of the serving graph: no allocation before the size check."""
+"""Header checks and decoding of the serving graph: no allocation before the size check,
+errors that name the image, and encoders for every supported format."""
 
 import re
 import struct
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab.export.image_decoding import decode_rgb, declared_size
+from deeplab.export.image_decoding import decode_rgb, declared_size, first_bytes
 
 MAX_PIXELS = 10_000
 
@@ -28,12 +29,42 @@ def jpeg_declaring(height, width):
   return bytes(data)
 
 
-def bmp_header(width, height):
-  return b'BM' + bytes(16) + struct.pack('<ii', width, height) + bytes(28)
+def bmp_header(width, height, pixel_bytes=0):
+  """A BMP file header and info header declaring width x height 24-bit pixels."""
+  return (b'BM' + struct.pack('<IHHI', 54 + pixel_bytes, 0, 0, 54) +
+          struct.pack('<IiiHHIIiiII', 40, width, height, 1, 24, 0, pixel_bytes, 0, 0, 0, 0))
 
 
-def gif_header(width, height):
-  return b'GIF89a' + struct.pack('<HH', width, height) + bytes(3)
+def encode_bmp(pixels):
+  """A 24-bit BMP of uint8 RGB `pixels` [H, W, 3]: BGR rows, bottom-up, 4-byte aligned."""
+  height, width = pixels.shape[:2]
+  padding = bytes(-3 * width % 4)
+  rows = b''.join(pixels[y, :, ::-1].tobytes() + padding for y in reversed(range(height)))
+  return bmp_header(width, height, len(rows)) + rows
+
+
+def gif_header(width, height, flags=0):
+  """A GIF signature and logical screen descriptor declaring width x height pixels."""
+  return b'GIF89a' + struct.pack('<HHBBB', width, height, flags, 0, 0)
+
+
+def encode_gif(indices, palette):
+  """A GIF of palette `indices` uint8 [H, W] (0..127) and `palette` uint8 [128, 3].
+
+  The LZW data is stored uncompressed: with a clear code every 100 pixels the code
+  table never outgrows 8-bit codes, so the codes are the bytes.
+  """
+  height, width = indices.shape
+  clear, end = 128, 129
+  codes = []
+  for start in range(0, indices.size, 100):
+    codes += [clear] + indices.ravel()[start:start + 100].tolist()
+  data = bytes(codes + [end])
+  blocks = b''.join(bytes([len(data[i:i + 255])]) + data[i:i + 255]
+                    for i in range(0, len(data), 255))
+  # 0xf6: a global colour table of 2**(6 + 1) = 128 entries, 8 bits per channel.
+  return (gif_header(width, height, 0xf6) + palette.tobytes() +
+          b',' + struct.pack('<HHHHB', 0, 0, width, height, 0) + bytes([7]) + blocks + b'\0;')
 
 
 @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
@@ -65,17 +96,50 @@ def test_declared_size_reads_each_format_header(contents):
     (png_header(2**32 - 1, 2**32 - 1), 'declares 4294967295x4294967295 pixels'),
     (png_header(0, 10), 'declares 10x0 pixels'),
     (png_header(40, 30)[:20], 'images[2] has a truncated or corrupt image header (20 bytes)'),
+    (b'\xff\xd8\xff' + bytes(20), 'images[2] has a truncated or corrupt image header (23 bytes)'),
+    (b'\x89PNG\xff\x00"\\', 'images[2] is not a JPEG, PNG, BMP or GIF image (its first bytes '
+                          'are 89 50 4e 47 ff 00 22 5c |.PNG....|)'),
 ], ids=['empty', 'not-an-image', 'png-bomb', 'jpeg-bomb', 'bmp-bomb', 'int64-overflow',
-        'no-pixels', 'truncated'])
+        'no-pixels', 'truncated', 'jpeg-without-frame-header', 'bytes-shown-escaped'])
 def test_declared_size_rejects_bad_input_with_a_clear_error(contents, message):
   with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
     checked_size(contents)
+
+
+@tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+def checked_pixels(contents):
+  return decode_rgb(contents, checked_size(contents), name='images[2]')
 
 
 def test_decode_rgb_converts_grayscale_and_rgba_to_rgb():
   image = rgb()
   gray = image[..., :1]
   rgba = np.concatenate([image, rgb(seed=1)[..., :1]], axis=-1)
-  np.testing.assert_array_equal(decode_rgb(tf.io.encode_png(gray)), np.repeat(gray, 3, -1))
-  np.testing.assert_array_equal(decode_rgb(tf.io.encode_png(rgba)), image)
-  assert decode_rgb(tf.io.encode_jpeg(gray)).shape == (30, 40, 3)
+  np.testing.assert_array_equal(checked_pixels(tf.io.encode_png(gray)), np.repeat(gray, 3, -1))
+  np.testing.assert_array_equal(checked_pixels(tf.io.encode_png(rgba)), image)
+  assert checked_pixels(tf.io.encode_jpeg(gray)).shape == (30, 40, 3)
+
+
+def test_decode_rgb_reads_bmp_and_gif_pixels():
+  image = rgb(height=5, width=7)  # rows of 21 bytes: BMP pads each to 24
+  np.testing.assert_array_equal(checked_pixels(encode_bmp(image)), image)
+  indices = rgb(seed=1)[..., 0] // 2
+  palette = rgb(height=128, width=1, seed=2)[:, 0]
+  np.testing.assert_array_equal(checked_pixels(encode_gif(indices, palette)), palette[indices])
+
+
+@pytest.mark.parametrize('contents, message', [
+    (tf.io.encode_png(rgb()).numpy()[:60],
+     'images[2] could not be decoded: its data is corrupt or truncated (60 bytes; its first '
+     'bytes are 89 50 4e 47 0d 0a 1a 0a 00 00 00 0d |.PNG........|)'),
+    (gif_header(4, 30, 0xf6) + encode_gif(rgb()[..., 0] // 2, rgb(128, 1)[:, 0])[13:],
+     'images[2] decodes to 30x40 pixels, not the 30x4 its header declares'),
+], ids=['corrupt', 'frame-larger-than-screen'])
+def test_decode_rgb_names_an_image_it_cannot_decode_as_declared(contents, message):
+  with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+    checked_pixels(contents)
+
+
+def test_first_bytes_show_any_bytes_as_hex_and_printable_ascii():
+  shown = first_bytes(tf.constant(bytes(range(250, 256)) + b'ok "x"\\ and more')).numpy()
+  assert shown == b'fa fb fc fd fe ff 6f 6b 20 22 78 22 |......ok .x.|'

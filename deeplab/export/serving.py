@@ -18,6 +18,13 @@ Signatures (`SIGNATURES`), N images per request:
   holding `image/encoded` (the DeepLab TFRecord schema); outputs as
   `serving_default`.
 
+A bad request fails with an InvalidArgument error whose message names the input
+(`images[3] is not a JPEG, PNG, BMP or GIF image ...`, `serialized_examples[0]
+has 0 image/encoded values ...`) and is plain ASCII. Checks run in a fixed order:
+the request, then each example's parsing, then each image's header, then each
+image's decoding (`deeplab.export.image_decoding`), so a request with several
+problems always reports the same one.
+
 With `ExportConfig.include_probabilities` every signature also returns
 `probabilities` float32 [N, H, W, num_classes]. In a batch of images of different
 sizes, H and W are the largest height and width; each image's labels fill the
@@ -35,14 +42,15 @@ Example:
   TensorShape([2, 40, 60])
 """
 
-from typing import Dict
+from typing import Callable, Dict
 
 import tensorflow as tf
 import tf_keras
 
 from deeplab.config import ExportConfig
 from deeplab.data.schema import IMAGE_ENCODED
-from deeplab.export.image_decoding import decode_rgb, declared_size, error_message, require
+from deeplab.export.image_decoding import (attempt, decode_rgb, declared_size, error_message,
+                                           first_bytes, require)
 from deeplab.predict import predict_labels, predict_labels_and_probabilities
 
 SIGNATURES = ('serving_default', 'image_tensor', 'tf_example')
@@ -89,7 +97,8 @@ class ServingModule(tf.Module):
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='images')])
   def serve_encoded_images(self, images):
     """`serving_default`: encoded images of any sizes -> labels, heights, widths."""
-    return self._predict_encoded(images, 'images')
+    indices = _checked_indices(images, 'images', 'encoded image')
+    return self._predict_encoded(images, indices, lambda i: error_message('images[', i, ']'))
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
                                               name='images')])
@@ -110,9 +119,30 @@ class ServingModule(tf.Module):
                                               name='serialized_examples')])
   def serve_tf_example(self, serialized_examples):
     """`tf_example`: serialized tf.Examples with `image/encoded` -> as serving_default."""
-    features = tf.io.parse_example(
-        serialized_examples, {IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string)})
-    return self._predict_encoded(features[IMAGE_ENCODED], 'serialized_examples')
+    indices = _checked_indices(serialized_examples, 'serialized_examples',
+                               'serialized tf.Example')
+
+    def encoded_image(index):
+      example = serialized_examples[index]
+      name = error_message('serialized_examples[', index, ']')
+      values, parsed = attempt(
+          lambda e: tf.io.parse_single_example(
+              e, {IMAGE_ENCODED: tf.io.RaggedFeature(tf.string)})[IMAGE_ENCODED],
+          example, tf.constant([], tf.string))
+      values = require(values, parsed,
+                       name, ' is not a serialized tf.Example with ' + IMAGE_ENCODED +
+                       ' as a bytes feature (', tf.strings.length(example),
+                       ' bytes; its first bytes are ', first_bytes(example), ').')
+      values = require(values, tf.size(values) == 1,
+                       name, ' has ', tf.size(values), ' ' + IMAGE_ENCODED +
+                       ' values: expected one encoded image.')
+      return values[0]
+
+    images = tf.map_fn(encoded_image, indices, fn_output_signature=tf.string,
+                       parallel_iterations=1)
+    return self._predict_encoded(
+        images, indices,
+        lambda i: error_message(IMAGE_ENCODED + ' of serialized_examples[', i, ']'))
 
   def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
     """The concrete functions to export, keyed by signature name (`SIGNATURES`)."""
@@ -122,24 +152,29 @@ class ServingModule(tf.Module):
         'tf_example': self.serve_tf_example.get_concrete_function(),
     }
 
-  def _predict_encoded(self, images: tf.Tensor, input_name: str) -> Dict[str, tf.Tensor]:
-    """Checks every image's header, then decodes and predicts one image at a time."""
-    count = tf.size(images)
-    images = require(images, count > 0,
-                     input_name, ' is empty: expected at least one encoded image.')
+  def _predict_encoded(self, images: tf.Tensor, indices: tf.Tensor,
+                       image_name: Callable[[tf.Tensor], tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Checks every image's header, then decodes and predicts one image at a time.
+
+    Args:
+      images: tf.string [N], encoded images.
+      indices: int32 [N], 0 to N - 1 (from `_checked_indices`).
+      image_name: index -> the image's name in error messages.
+    """
     max_pixels = self.export_config.max_image_pixels
-    sizes = tf.map_fn(
-        lambda i: declared_size(images[i], max_pixels, error_message(input_name, '[', i, ']')),
-        tf.range(count), fn_output_signature=tf.int64)
+    # One image after another, here and below: of several bad images, the first
+    # is reported, whatever the machine's scheduling.
+    sizes = tf.map_fn(lambda i: declared_size(images[i], max_pixels, image_name(i)),
+                      indices, fn_output_signature=tf.int64, parallel_iterations=1)
     max_height, max_width = tf.unstack(tf.reduce_max(sizes, axis=0))
-    # Decoding must wait for every header check: the loop below is lowered to
-    # primitive ops that would otherwise start decoding as soon as `images` is
-    # ready, allocating what a forged header declares.
+    # Decoding waits for every header check (decode_rgb waits for its own), so
+    # a bad header is reported before any image is decoded.
     with tf.control_dependencies([sizes]):
       images = tf.identity(images)
 
     def predict_one(index):
-      outputs = self.predict_pixels(decode_rgb(images[index])[tf.newaxis])
+      image = decode_rgb(images[index], sizes[index], image_name(index))
+      outputs = self.predict_pixels(image[tf.newaxis])
       padded = {}
       for key, value in outputs.items():
         shape = tf.shape(value, out_type=tf.int64)
@@ -153,8 +188,20 @@ class ServingModule(tf.Module):
       output_signature['probabilities'] = tf.TensorSpec([None, None, None], tf.float32)
     # One image at a time: peak memory is that of the largest image, whatever the
     # batch size; each image's convolutions already use every core.
-    outputs = tf.map_fn(predict_one, tf.range(count), fn_output_signature=output_signature,
+    outputs = tf.map_fn(predict_one, indices, fn_output_signature=output_signature,
                         parallel_iterations=1)
     outputs['heights'] = tf.cast(sizes[:, 0], tf.int32)
     outputs['widths'] = tf.cast(sizes[:, 1], tf.int32)
     return outputs
+
+
+def _checked_indices(inputs: tf.Tensor, input_name: str, expected: str) -> tf.Tensor:
+  """0 to N - 1 for `inputs` [N], once N > 0 is checked.
+
+  All per-input work iterates over these indices, so it runs after the check,
+  and an empty request always fails with this message.
+  """
+  count = tf.size(inputs)
+  count = require(count, count > 0,
+                  input_name, ' is empty: expected at least one ' + expected + '.')
+  return tf.range(count)
