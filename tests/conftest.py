@@ -22,6 +22,26 @@ def shared_path(*parts) -> pathlib.Path:
   return path
 
 
+def write_tf1_checkpoint(prefix, variables) -> str:
+  """Writes a name-based checkpoint as a TF1 Saver does (SaveV2 of named tensors)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  names = list(variables)
+  tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=names, shape_and_slices=[''] * len(names),
+                    tensors=[variables[name] for name in names])
+  return str(prefix)
+
+
+def write_official_checkpoint(model, folder, name='model.ckpt') -> str:
+  """Writes `model`'s weights under their official names, with a `global_step`, as a
+  model-zoo tarball holds them: `<folder>/<name>.{index,data-*}`. Returns `folder`."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from deeplab.checkpoints import official_weight_names  # pylint: disable=import-outside-toplevel
+  variables = {name: v.numpy() for name, v in official_weight_names(model).items()}
+  pathlib.Path(folder).mkdir(parents=True, exist_ok=True)
+  write_tf1_checkpoint(pathlib.Path(folder) / name, {**variables, 'global_step': np.int64(30000)})
+  return str(folder)
+
+
 @pytest.fixture
 def shared():
   return shared_path

@@ -15,11 +15,18 @@ REPO = PACKAGE.parent
 # Data flows one way: config -> data -> model -> training / evaluation -> export.
 # A module may import deeplab modules of its own level or below, never above.
 LEVELS = {
-    'files': 0, 'hyperparams': 0, 'layers': 0, 'losses': 0, 'metrics': 0,
+    'files': 0, 'hyperparams': 0, 'kernels': 0, 'layers': 0, 'losses': 0, 'metrics': 0,
     'config': 1, 'backbones': 1, 'distribute': 1, 'summaries': 0,
     'data': 2, 'model': 2,
     'predict': 3, 'checkpoints': 3, 'visualization': 3, 'schedules': 3, 'costs': 3,
     'evaluation': 4, 'export': 4, 'training': 5, 'benchmark': 6,
+}
+
+# Imports against the data flow made inside one function, so that importing the
+# module never loads the level above: (module, imported module).
+DEFERRED_UPWARD_IMPORTS = {
+    # ModelConfig.from_checkpoint reads a checkpoint with the checkpoint code.
+    ('config', 'deeplab.checkpoints.architecture'),
 }
 
 
@@ -41,6 +48,11 @@ def _deeplab_imports(path: pathlib.Path):
       yield node.lineno, name
 
 
+def _top_level_import_lines(path: pathlib.Path):
+  tree = ast.parse(path.read_text(), filename=str(path))
+  return {node.lineno for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))}
+
+
 def _library_files():
   return sorted(p for p in PACKAGE.rglob('*.py') if p.name != '__init__.py' or
                 p.parent != PACKAGE)
@@ -59,6 +71,12 @@ def test_library_modules_import_only_downwards(path):
     assert not name.startswith(('absl.flags', 'deeplab.tools', 'deeplab.datasets')), (
         f'{path.relative_to(REPO)}:{line}: the library must not import {name} '
         f'(flags and command-line tools stay in tools/).')
+    if any(m == module and (name == allowed or name.startswith(allowed + '.'))
+           for m, allowed in DEFERRED_UPWARD_IMPORTS):
+      assert line not in _top_level_import_lines(path), (
+          f'{path.relative_to(REPO)}:{line}: {name} may only be imported inside the function '
+          f'that needs it.')
+      continue
     if name.startswith('deeplab.') and name.split('.')[1] in LEVELS:
       imported = _top_module(name)
       assert LEVELS[imported] <= LEVELS[module], (

@@ -8,11 +8,12 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from conftest import shared_path
+from conftest import shared_path, write_official_checkpoint, write_tf1_checkpoint
 from deeplab import ModelConfig, build_model
 from deeplab.checkpoints import (CheckpointMismatchError, is_official_checkpoint,
                                  load_official_checkpoint, official_weight_names,
                                  restore_weights, save_model)
+from deeplab.checkpoints.architecture import config_from_variables
 from deeplab.model import end_points
 
 OFFICIAL = ('reference', 'official')
@@ -27,6 +28,8 @@ MIN_ARGMAX_AGREEMENT = 0.999
 # differ only in the decoder.
 MOBILENET = ModelConfig(backbone='mobilenet_v2', atrous_rates=(), decoder_output_stride=None)
 MOBILENET_DECODER = dataclasses.replace(MOBILENET, decoder_output_stride=4)
+# The folders of /reference/official: each has the variables.txt of one official layout.
+OFFICIAL_LAYOUTS = ('mobilenet_v2', 'mobilenet_v2_decoder', 'xception_65', 'resnet_v1_101_beta')
 
 
 def _tiny(**kwargs):
@@ -59,14 +62,6 @@ def _official_shapes(variant: str):
   return shapes
 
 
-def _write_tf1_checkpoint(prefix, variables):
-  """Writes a name-based checkpoint as a TF1 Saver does (SaveV2 of named tensors)."""
-  names = list(variables)
-  tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=names, shape_and_slices=[''] * len(names),
-                    tensors=[variables[name] for name in names])
-  return str(prefix)
-
-
 def _reference_variables(variant):
   reader = tf.train.load_checkpoint(str(shared_path(*OFFICIAL, variant) / 'model.ckpt'))
   return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
@@ -80,6 +75,7 @@ def _relative_error(ours, reference):
   return float(np.linalg.norm(ours - reference) / np.linalg.norm(reference))
 
 
+@pytest.mark.portable
 @pytest.mark.parametrize('variant,config', [('mobilenet_v2', MOBILENET),
                                             ('mobilenet_v2_decoder', MOBILENET_DECODER)])
 def test_official_checkpoint_reproduces_official_outputs_within_1e_4(shared, variant, config):
@@ -103,10 +99,19 @@ def test_official_checkpoint_reproduces_official_outputs_within_1e_4(shared, var
   assert agreement > MIN_ARGMAX_AGREEMENT, f'argmax agrees on {agreement:.4%} of pixels only'
 
 
-@pytest.mark.parametrize('variant', ['xception_65', 'resnet_v1_101_beta'])
-def test_every_official_variable_lands_in_the_weight_of_its_name(shared, tmp_path, variant):
+@pytest.mark.parametrize('variant', OFFICIAL_LAYOUTS)
+def test_config_read_from_the_official_variables_builds_exactly_them(shared, tmp_path, variant):
   official = _official_shapes(variant)
-  model = build_model(_official_config(variant))
+  config = config_from_variables(official)
+  # The weights do not tell the output stride: it is the zoo's export setting, 8;
+  # at the stride the references were made with, the config is the official one.
+  assert config.output_stride == 8
+  made_with = _official_config(variant)
+  assert config.with_output_stride(16).resolved_atrous_rates == made_with.resolved_atrous_rates
+  assert (dataclasses.replace(config, output_stride=16, atrous_rates=None) ==
+          dataclasses.replace(made_with, atrous_rates=None))
+
+  model = build_model(config)
   weights = official_weight_names(model)
   assert {name: tuple(v.shape) for name, v in weights.items()} == official
   assert len({id(v) for v in weights.values()}) == len(model.weights) == len(official)
@@ -115,7 +120,7 @@ def test_every_official_variable_lands_in_the_weight_of_its_name(shared, tmp_pat
   values = {name: rng.standard_normal(shape, dtype=np.float32) for name, shape in official.items()}
   slots = {f'{name}/Momentum': np.zeros(official[name], np.float32)
            for name in list(official)[:5] + ['logits/semantic/weights']}
-  prefix = _write_tf1_checkpoint(tmp_path / 'model.ckpt',
+  prefix = write_tf1_checkpoint(tmp_path / 'model.ckpt',
                                  {**values, **slots, 'global_step': np.int64(30000)})
   assert is_official_checkpoint(prefix)
 
@@ -175,7 +180,7 @@ def test_backbone_only_imports_an_imagenet_checkpoint_and_reports_its_head(share
   training = {'global_step': np.int64(1),
               'MobilenetV2/Conv/weights/ExponentialMovingAverage': checkpoint[
                   'MobilenetV2/Conv/weights']}
-  prefix = _write_tf1_checkpoint(tmp_path / 'model.ckpt', {**checkpoint, **head, **training})
+  prefix = write_tf1_checkpoint(tmp_path / 'model.ckpt', {**checkpoint, **head, **training})
   # Another head (atrous ASPP, decoder, 5 classes) on the official backbone.
   model = build_model(ModelConfig(backbone='mobilenet_v2', num_classes=5, aspp_convs_filters=16,
                                   decoder_filters=16))
@@ -196,7 +201,7 @@ def test_backbone_only_imports_an_imagenet_checkpoint_and_reports_its_head(share
   with pytest.raises(CheckpointMismatchError, match='pass backbone_only=True'):
     load_official_checkpoint(model, prefix)
   incomplete = {k: v for k, v in checkpoint.items() if k != 'MobilenetV2/Conv/weights'}
-  prefix = _write_tf1_checkpoint(tmp_path / 'incomplete.ckpt', incomplete)
+  prefix = write_tf1_checkpoint(tmp_path / 'incomplete.ckpt', incomplete)
   with pytest.raises(CheckpointMismatchError,
                      match=r'backbone_only needs every backbone weight.*MobilenetV2/Conv/weights'):
     load_official_checkpoint(model, prefix, backbone_only=True)
@@ -233,16 +238,66 @@ def test_checkpoint_that_does_not_fit_the_config_names_the_setting(shared, varia
 
 
 def test_model_with_atrous_branches_is_told_the_checkpoint_has_none(shared):
-  model = build_model(dataclasses.replace(MOBILENET, atrous_rates=None))
-  with pytest.raises(CheckpointMismatchError, match=r'no ASPP atrous branches: set '
-                                                    r'model.atrous_rates=\[\]'):
-    load_official_checkpoint(model, str(shared(*OFFICIAL, 'mobilenet_v2')), strict=True)
+  # The official MobileNetV2 model in a config that leaves the atrous rates to the
+  # output stride, as a user would first write it.
+  path = str(shared(*OFFICIAL, 'mobilenet_v2'))
+  model = build_model(ModelConfig(backbone='mobilenet_v2', output_stride=8,
+                                  decoder_output_stride=None))
+  with pytest.raises(CheckpointMismatchError) as error:
+    load_official_checkpoint(model, path)
+  message = str(error.value)
+  assert 'concat_projection/weights: checkpoint [1, 1, 512, 256], model [1, 1, 1280, 256]' in (
+      message)
+  assert 'the checkpoint has no ASPP atrous branches: set model.atrous_rates=[]' in message
+  assert f"ModelConfig.from_checkpoint('{path}/model.ckpt')" in message
+
+
+def test_config_from_a_tarball_folder_fits_its_checkpoint_and_names_what_it_read(tmp_path):
+  written = build_model(_tiny(atrous_rates=(), decoder_output_stride=None, decoder_filters=256))
+  folder = write_official_checkpoint(written, tmp_path / 'zoo_model', name='model.ckpt-30000')
+  with pytest.raises(CheckpointMismatchError,
+                     match=r'(?s)no ASPP atrous branches: set model.atrous_rates=\[\].*'
+                           r'ModelConfig.from_checkpoint'):
+    load_official_checkpoint(build_model(_tiny(decoder_output_stride=None)), folder)
+
+  for path in (folder, f'{folder}/model.ckpt-30000', f'{folder}/model.ckpt-30000.index'):
+    config = ModelConfig.from_checkpoint(path)
+    assert config == dataclasses.replace(written.config, output_stride=8), path
+  report = load_official_checkpoint(build_model(config), folder, strict=True)
+  assert len(report.matched) == len(written.weights) and report.skipped == ('global_step',)
+
+
+@pytest.mark.parametrize('config', [
+    _tiny(depth_multiplier=0.35, aspp_with_separable_conv=False, add_image_level_feature=False,
+          decoder_output_stride=8, decoder_use_separable_conv=False, decoder_filters=24),
+    _tiny(num_classes=19, depth_multiplier=0.5, atrous_rates=(), aspp_convs_filters=32),
+], ids=['plain_branches_decoder_at_8', 'separable_decoder_at_4_no_atrous'])
+def test_config_read_from_a_model_variables_rebuilds_the_same_variables(config):
+  expected = {name: tuple(v.shape) for name, v in official_weight_names(build_model(config)).items()}
+  read = config_from_variables(expected)
+  assert {name: tuple(v.shape)
+          for name, v in official_weight_names(build_model(read)).items()} == expected
+  # A decoder on stride-8 features needs output stride 16; otherwise the zoo's 8.
+  assert read.output_stride == (16 if config.decoder_output_stride == 8 else 8)
+  assert read.multi_grid is None
+
+
+def test_checkpoints_without_a_whole_network_are_refused_with_the_reason():
+  names = official_weight_names(build_model(_tiny()))
+  backbone = {name: tuple(v.shape) for name, v in names.items() if name.startswith('Mobilenet')}
+  with pytest.raises(ValueError, match=r'holds a mobilenet_v2 backbone only .* backbone_only'):
+    config_from_variables(backbone, source='imagenet/mobilenet_v2')
+  with pytest.raises(ValueError, match=r'holds a head this package does not build'):
+    config_from_variables({**backbone, 'dense_prediction_cell/branch0/weights': (1, 1, 8, 8)})
+  with pytest.raises(ValueError, match=r'one supported backbone .* top-level scopes '
+                                       r'MobilenetV3'):
+    config_from_variables({'MobilenetV3/Conv/weights': (3, 3, 3, 16)})
 
 
 def test_checkpoint_of_another_backbone_names_it(shared, tmp_path):
   # Names only matter here, so every variable is a single number.
   names = _official_shapes('resnet_v1_101_beta')
-  prefix = _write_tf1_checkpoint(tmp_path / 'model.ckpt',
+  prefix = write_tf1_checkpoint(tmp_path / 'model.ckpt',
                                  {name: np.zeros([1], np.float32) for name in names})
   with pytest.raises(CheckpointMismatchError) as error:
     load_official_checkpoint(build_model(_tiny()), prefix)

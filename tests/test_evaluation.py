@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
+from conftest import write_official_checkpoint
 from deeplab import ModelConfig, build_model
 from deeplab.config import EvalConfig
 from deeplab.data.info import DatasetInfo
@@ -17,6 +18,9 @@ from deeplab.evaluation import (EvalResult, Evaluator, evaluate, evaluate_checkp
                                 format_results, write_results)
 from deeplab.metrics import segmentation_metrics
 from deeplab.predict import predict_labels, predict_logits, predict_probabilities
+
+# Also run with TensorFlow's generic kernels (TF_ENABLE_ONEDNN_OPTS=0).
+pytestmark = pytest.mark.portable
 
 NUM_CLASSES = 4
 IGNORE = 255
@@ -350,3 +354,22 @@ def test_deeplab_eval_runs_end_to_end_on_tfrecords(tmp_path):
   assert saved['num_images'] == 3 and saved['step'] == 30
   header = png_header((tmp_path / 'run' / 'eval' / 'confusion_matrix.png').read_bytes())
   assert header.width == header.height >= 3
+
+
+def test_deeplab_eval_takes_the_model_from_an_official_checkpoint_given_alone(tmp_path):
+  rng = np.random.default_rng(9)
+  examples = _write_source_dataset(str(tmp_path / 'source'), [(40, 52), (33, 41)], rng)
+  info = DatasetInfo('tiny', 3, 255, ('background', 'cat', 'dog'), 'pascal')
+  convert_source(DatasetSource(info, {'val': examples}), str(tmp_path / 'data'),
+                 num_shards=1, num_workers=1)
+  model = build_model(ModelConfig(backbone='mobilenet_v2', num_classes=3, depth_multiplier=0.25,
+                                  atrous_rates=(), aspp_convs_filters=16, decoder_filters=16))
+  folder = write_official_checkpoint(model, tmp_path / 'zoo_model')
+  process = subprocess.run(
+      [sys.executable, '-m', 'deeplab.tools.evaluate', f'--checkpoint={folder}',
+       f'--params_override=eval_data.dataset_dir={tmp_path / "data"},eval_data.split=val'],
+      capture_output=True, text=True, timeout=300, check=False)
+  assert process.returncode == 0, process.stderr
+  # The zoo's export stride; the checkpoint's global_step.
+  for text in ('2 images (scales 1, output stride 8', 'step 30000', 'mIoU'):
+    assert text in process.stdout

@@ -2,7 +2,7 @@
 
 import pytest
 
-from deeplab.config import (ConfigError, ExperimentConfig, load_experiment,
+from deeplab.config import (ConfigError, ExperimentConfig, ModelConfig, load_experiment,
                             load_experiment_yaml, registered_experiments)
 
 PAPER_EXPERIMENTS = {
@@ -48,6 +48,22 @@ def test_model_variants_follow_the_paper():
   assert not load_experiment('cityscapes_xception_71').model.add_image_level_feature
 
 
+def test_the_staged_recipes_change_only_their_stage_settings():
+  train_aug = load_experiment('pascal_voc_xception_65')
+  coco = load_experiment('pascal_voc_xception_65_coco')
+  assert (coco.train_data.split, coco.eval_data.split) == ('train', 'val')
+  assert coco.model == train_aug.model and coco.trainer == train_aug.trainer
+  trainval = load_experiment('pascal_voc_xception_65_trainval')
+  assert trainval.train_data.split == 'trainval'
+  assert trainval.model.output_stride == 8 and trainval.model.resolved_atrous_rates == (12, 24, 36)
+  assert not trainval.trainer.fine_tune_batch_norm
+  assert trainval.trainer.base_learning_rate == 0.0001
+  assert len(trainval.evaluation.eval_scales) == 6 and trainval.evaluation.add_flipped_images
+  coarse = load_experiment('cityscapes_xception_65_coarse')
+  assert coarse.train_data.split == 'train_fine_coarse'
+  assert coarse.model == load_experiment('cityscapes_xception_65').model
+
+
 def test_synthetic_experiment_is_small_and_has_five_classes():
   config = load_experiment('synthetic')
   assert config.model.num_classes == 5 and config.model.backbone == 'mobilenet_v2'
@@ -62,6 +78,14 @@ def test_a_file_extends_its_base_and_overrides_apply_last(tmp_path):
   config = load_experiment(str(child), (), 'trainer.train_steps=60')
   assert (config.model.num_classes, config.model.output_stride) == (9, 8)
   assert config.trainer.train_steps == 60
+
+
+def test_a_given_model_replaces_the_experiments_and_overrides_still_apply():
+  model = ModelConfig(backbone='mobilenet_v2', atrous_rates=(), decoder_output_stride=None)
+  config = load_experiment('pascal_voc_xception_65', (), 'model.output_stride=8', model=model)
+  assert config.model == ModelConfig(backbone='mobilenet_v2', atrous_rates=(),
+                                     decoder_output_stride=None, output_stride=8)
+  assert config.train_data.split == 'train_aug'
 
 
 def test_config_files_override_a_registered_experiment(tmp_path):

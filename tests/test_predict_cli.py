@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import write_official_checkpoint
+from deeplab import ModelConfig, build_model, with_output_stride
 from deeplab.data.colormaps import get_colormap
 from deeplab.data.png import decode_label_png, png_header
-from deeplab.predict import load_label_predictor
+from deeplab.predict import load_label_predictor, predict_labels
 
 # The stand-in SavedModel below predicts class c where the red value is in [60c, 60c + 60).
 _CLASS_WIDTH = 60
@@ -114,3 +116,38 @@ def test_cli_names_an_unreadable_image(saved_model, tmp_path):
                  f'--output_dir={tmp_path / "out"}')
   assert process.returncode == 1
   assert f'{tmp_path / "broken.jpg"}: not a readable' in process.stderr
+
+
+def test_cli_takes_the_model_from_an_official_checkpoint_given_alone(tmp_path):
+  # An official MobileNetV2-like model: no atrous ASPP branches, no decoder.
+  model = build_model(ModelConfig(backbone='mobilenet_v2', num_classes=3, depth_multiplier=0.25,
+                                  atrous_rates=(), decoder_output_stride=None,
+                                  aspp_convs_filters=16))
+  rng = np.random.default_rng(3)
+  for weight in model.weights:
+    if 'moving_variance' in weight.name:
+      weight.assign(rng.uniform(0.05, 0.2, weight.shape))
+  folder = write_official_checkpoint(model, tmp_path / 'zoo_model')
+  image = rng.integers(0, 256, [65, 65, 3]).astype(np.uint8)
+  _write_png(str(tmp_path / 'images' / 'photo.png'), image)
+
+  process = _run(f'--checkpoint={folder}', f'--images={tmp_path / "images"}',
+                 f'--output_dir={tmp_path / "out"}', '--raw')
+  assert process.returncode == 0, process.stderr
+  labels = decode_label_png((tmp_path / 'out' / 'labels' / 'photo.png').read_bytes())
+  # ModelConfig.from_checkpoint builds the network at the zoo's export stride, 8.
+  expected = predict_labels(with_output_stride(model, 8), image[np.newaxis])[0].numpy()
+  assert np.mean(labels == expected) >= 0.999
+
+
+def test_cli_reproduces_the_official_predictions_from_the_reference_checkpoint(shared, tmp_path):
+  folder = shared('reference', 'official', 'mobilenet_v2')
+  reference = np.load(folder / 'reference.npz')
+  _write_png(str(tmp_path / 'images' / 'input.png'), reference['input'][0].astype(np.uint8))
+  # The reference was made at output stride 16.
+  process = _run(f'--checkpoint={folder}', f'--images={tmp_path / "images"}',
+                 f'--output_dir={tmp_path / "out"}', '--raw', '--output_stride=16')
+  assert process.returncode == 0, process.stderr
+  labels = decode_label_png((tmp_path / 'out' / 'labels' / 'input.png').read_bytes())
+  agreement = np.mean(labels == reference['predictions'][0])
+  assert agreement > 0.999, f'labels agree with the official ones on {agreement:.4%} of pixels'

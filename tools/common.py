@@ -2,7 +2,8 @@
 
 A tool calls `define_experiment_flags()` at import time and
 `experiment_from_flags()` in its main; the layering is the one of
-`deeplab.config.load_experiment`.
+`deeplab.config.load_experiment`. A tool given an official checkpoint and no
+--experiment takes the model from the checkpoint (`ModelConfig.from_checkpoint`).
 """
 
 import logging as std_logging
@@ -11,7 +12,8 @@ from typing import Any, Dict, Sequence
 
 from absl import app, flags, logging
 
-from deeplab.config import ExperimentConfig, load_experiment, registered_experiments
+from deeplab.checkpoints import is_official_checkpoint
+from deeplab.config import ExperimentConfig, ModelConfig, load_experiment, registered_experiments
 from deeplab.hyperparams import ConfigError, override
 
 
@@ -71,16 +73,25 @@ def inference_overrides() -> Dict[str, Any]:
   return overrides
 
 
-def experiment_from_flags(inference_section: str = '') -> ExperimentConfig:
+def experiment_from_flags(inference_section: str = '', checkpoint: str = '') -> ExperimentConfig:
   """The experiment config the flags describe; exits with the config error if invalid.
 
   Args:
     inference_section: with `define_inference_flags`, the experiment field
       ('evaluation' or 'export') their values override.
+    checkpoint: the checkpoint the tool runs. Without --experiment, an official
+      checkpoint supplies the model (`ModelConfig.from_checkpoint`), which
+      --config_file and --params_override still override.
   """
   values = flags.FLAGS
+  model = None
+  if checkpoint and not values['experiment'].present and is_official_checkpoint(checkpoint):
+    model = ModelConfig.from_checkpoint(checkpoint)
+    logging.info('The model of official checkpoint %s (no --experiment given): %s', checkpoint,
+                 model)
   try:
-    config = load_experiment(values.experiment, values.config_file, values.params_override)
+    config = load_experiment(values.experiment, values.config_file, values.params_override,
+                             model=model)
     if inference_section:
       config = override(config, {inference_section: inference_overrides()})
     return config

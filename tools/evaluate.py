@@ -7,6 +7,10 @@ The paper's best setting (output stride 8, scales 0.5..1.75, flipped inputs):
   deeplab-eval --experiment=synthetic --checkpoint=runs/synthetic/ckpt-1000 \
       --output_stride=8 --eval_scales=0.5,0.75,1.0,1.25,1.5,1.75 --flip
 
+An official model-zoo checkpoint, whose weights give the model (no --experiment):
+  deeplab-eval --checkpoint=deeplabv3_pascal_trainval \
+      --params_override=eval_data.dataset_dir=data/voc
+
 Next to a training run, evaluating each checkpoint as it is written:
   deeplab-eval --experiment=synthetic --checkpoint=runs/synthetic --continuous
 """
@@ -23,7 +27,9 @@ from deeplab.tools import common
 common.define_experiment_flags()
 flags.DEFINE_string('checkpoint', None,
                     'Checkpoint prefix (native or official TF1) or model directory (its '
-                    'latest checkpoint; with --continuous, each new one).')
+                    'latest checkpoint; with --continuous, each new one); an official '
+                    'checkpoint given without --experiment brings its model '
+                    '(ModelConfig.from_checkpoint).')
 flags.DEFINE_string('output_dir', '',
                     'Where metrics.json, confusion_matrix.{csv,png} and TensorBoard '
                     'summaries go; default <model_dir>/eval.')
@@ -60,7 +66,8 @@ def _print_result(result):
 
 
 def main(_):
-  experiment = common.experiment_from_flags(inference_section='evaluation')
+  experiment = common.experiment_from_flags(inference_section='evaluation',
+                                            checkpoint=FLAGS.checkpoint)
   if FLAGS.trimap_widths is not None:
     experiment = dataclasses.replace(experiment, evaluation=dataclasses.replace(
         experiment.evaluation,

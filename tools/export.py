@@ -10,6 +10,9 @@ Multi-scale + flip inside the graph, at output stride 8, checked on real images:
       --export_dir=/tmp/serving/deeplab --output_stride=8 \
       --eval_scales=0.5,0.75,1.0,1.25,1.5,1.75 --flip --sample_images='images/*.jpg'
 
+An official model-zoo checkpoint, whose weights give the model (no --experiment):
+  deeplab-export --checkpoint=deeplabv3_pascal_trainval --export_dir=/tmp/serving/deeplab
+
 Also TFLite models at 513x513, int8 calibrated on 100 training images:
   deeplab-export ... --tflite=float32,int8 --tflite_input_size=513,513 \
       --calibration_data='data/train-*'
@@ -25,7 +28,8 @@ from deeplab.tools import common
 common.define_experiment_flags()
 flags.DEFINE_string('checkpoint', None,
                     'Checkpoint prefix (native or official TF1) or model directory (its '
-                    'latest checkpoint).')
+                    'latest checkpoint); an official checkpoint given without --experiment '
+                    'brings its model (ModelConfig.from_checkpoint).')
 flags.DEFINE_string('export_dir', None,
                     'TF Serving base directory of the model; the export goes to '
                     '<export_dir>/<version>/.')
@@ -66,7 +70,8 @@ def _tflite_configs():
 
 def main(argv):
   del argv  # Checked by common.run_tool.
-  experiment = common.experiment_from_flags(inference_section='export')
+  experiment = common.experiment_from_flags(inference_section='export',
+                                            checkpoint=FLAGS.checkpoint)
   if FLAGS.include_probabilities is not None:
     experiment = dataclasses.replace(experiment, export=dataclasses.replace(
         experiment.export, include_probabilities=FLAGS.include_probabilities))

@@ -1,18 +1,18 @@
 r"""Imports an official TF1 DeepLab checkpoint (the model zoo) into a `.keras` file or a
 TF2 checkpoint directory.
 
-The model is the experiment's `model` config; set it to the checkpoint's
-architecture (see the README's model-zoo table).
+Without --experiment the model is read from the checkpoint's weights
+(`ModelConfig.from_checkpoint`; --params_override still applies over it); with
+one, it is the experiment's `model` config.
 
 Example:
-  deeplab-import-checkpoint \
-    --checkpoint=deeplabv3_pascal_train_aug \
-    --params_override=model.backbone=xception_65,model.num_classes=21 \
+  deeplab-import-checkpoint --checkpoint=deeplabv3_pascal_train_aug \
     --output=xception65_voc.keras
 
   # An ImageNet backbone as the start of a training run on 5 classes:
   deeplab-import-checkpoint --checkpoint=xception_65/model.ckpt --backbone_only \
-    --params_override=model.backbone=xception_65,model.num_classes=5 --output=train_dir
+    --experiment=pascal_voc_xception_65 --params_override=model.num_classes=5 \
+    --output=train_dir
 """
 
 from absl import flags
@@ -42,7 +42,9 @@ _LAST_LAYER = {'true': True, 'false': False, 'auto': 'auto'}
 
 def main(argv):
   del argv  # Checked by common.run_tool.
-  experiment = common.experiment_from_flags()
+  # A backbone alone holds no network to read: the experiment gives it.
+  experiment = common.experiment_from_flags(
+      checkpoint='' if FLAGS.backbone_only else FLAGS.checkpoint)
   report = import_official_checkpoint(
       experiment.model, FLAGS.checkpoint, FLAGS.output,
       initialize_last_layer=_LAST_LAYER[FLAGS.initialize_last_layer],

@@ -10,6 +10,10 @@ From an exported SavedModel, with ground truth in the panels:
       --images='VOC2012/JPEGImages/2007_*.jpg' --ground_truth=VOC2012/SegmentationClass \
       --output_dir=/tmp/predictions
 
+From an official model-zoo checkpoint, whose weights give the model (no --experiment):
+  deeplab-predict --checkpoint=deeplabv3_mnv2_pascal_train_aug --images=photos/ \
+      --output_dir=/tmp/predictions
+
 Cityscapes benchmark results (labelIds, official names):
   deeplab-predict --experiment=... --checkpoint=... --images=leftImg8bit/test \
       --cityscapes_label_ids --nooverlays --nopanels --output_dir=/tmp/cityscapes
@@ -25,7 +29,8 @@ from deeplab.visualization import PredictionOutputs, load_predictor, predict_fil
 common.define_experiment_flags()
 common.define_inference_flags('evaluation')
 flags.DEFINE_string('checkpoint', '', 'Checkpoint prefix (native or official TF1) or model '
-                    'directory (its latest checkpoint).')
+                    'directory (its latest checkpoint); an official checkpoint given without '
+                    '--experiment brings its model (ModelConfig.from_checkpoint).')
 flags.DEFINE_string('saved_model', '', 'A SavedModel written by deeplab-export (or its '
                     'versions directory), instead of --checkpoint.')
 flags.DEFINE_list('images', None, 'Image files, directories (searched recursively) or glob '
@@ -69,7 +74,8 @@ class _ProgressBar:
 
 
 def main(_):
-  experiment = common.experiment_from_flags(inference_section='evaluation')
+  experiment = common.experiment_from_flags(inference_section='evaluation',
+                                            checkpoint=FLAGS.checkpoint)
   outputs = PredictionOutputs(
       raw_labels=FLAGS.raw, overlays=FLAGS.overlays, panels=FLAGS.panels, alpha=FLAGS.alpha,
       cityscapes_label_ids=FLAGS.cityscapes_label_ids)

@@ -10,6 +10,8 @@ the official scopes) in `names.py`; nothing else in the package spells them.
   TF2, `.keras` and `.weights.h5` checkpoints.
 - `import_official_checkpoint(config, checkpoint, output)`: the
   `deeplab-import-checkpoint` tool's conversion to a `.keras` file or TF2 checkpoint.
+- `config_from_checkpoint(path)` (`ModelConfig.from_checkpoint`): the config of the
+  network an official checkpoint holds, read from its variable names and shapes.
 
 Loading checks the whole checkpoint against the model before assigning anything,
 and a checkpoint that does not fit raises `CheckpointMismatchError` naming the
@@ -23,6 +25,7 @@ Example:
   >>> print(report.summary())  # doctest: +SKIP
 """
 
+from deeplab.checkpoints.architecture import config_from_checkpoint
 from deeplab.checkpoints.conversion import import_official_checkpoint, save_model
 from deeplab.checkpoints.loading import (CheckpointMismatchError, ImportReport,
                                          load_official_checkpoint, restore_weights)
@@ -32,6 +35,7 @@ from deeplab.checkpoints.sources import is_official_checkpoint
 __all__ = [
     'CheckpointMismatchError',
     'ImportReport',
+    'config_from_checkpoint',
     'import_official_checkpoint',
     'is_official_checkpoint',
     'load_official_checkpoint',

@@ -15,7 +15,7 @@ Example:
 """
 
 import re
-from typing import Dict, Iterator, Sequence, Tuple
+from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras
@@ -110,3 +110,20 @@ def backbones_in_checkpoint(names: Sequence[str]) -> Tuple[str, ...]:
         continue
     found.append(backbone)
   return tuple(found)
+
+
+def output_channels(shapes: Mapping[str, Sequence[int]], scope: str) -> Optional[int]:
+  """Output channels of the layer `scope` in official {name: shape} variables, or None.
+
+  `scope` is a convolution ('.../conv3'), a depthwise convolution
+  ('.../depthwise') or a separable convolution, whose pointwise part gives them.
+
+  Example:
+    >>> output_channels({'a/conv3/weights': (1, 1, 64, 256)}, 'a/conv3')
+    256
+  """
+  for name in (f'{scope}/weights', f'{scope}_pointwise/weights'):
+    if name in shapes:
+      return shapes[name][-1]
+  depthwise = shapes.get(f'{scope}/depthwise_weights')
+  return depthwise[2] * depthwise[3] if depthwise else None

@@ -108,8 +108,23 @@ def is_official_checkpoint(path: str) -> bool:
     return False
 
 
-def open_source(path: str, model: DeepLabModel, official_only: bool = False) -> CheckpointSource:
+def official_variable_shapes(path: str) -> Dict[str, Tuple[int, ...]]:
+  """{official name: shape} of the model variables of the official checkpoint `path`.
+
+  Training state (`global_step`, optimizer slots, moving averages) is left out.
+
+  Raises:
+    FileNotFoundError: if nothing exists at `path`.
+    ValueError: if `path` is not an official checkpoint, or cannot be read.
+  """
+  return open_source(path, model=None, official_only=True).shapes
+
+
+def open_source(path: str, model: Optional[DeepLabModel],
+                official_only: bool = False) -> CheckpointSource:
   """Opens `path` in whichever supported format it is, for loading into `model`.
+
+  `model` may be None with `official_only` (official checkpoints are read by name).
 
   Raises:
     FileNotFoundError: if nothing exists at `path`.
