@@ -21,6 +21,8 @@ from typing import Any, Dict, Optional, Sequence
 import tensorflow as tf
 import tf_keras
 
+from deeplab import kernels
+
 _PACKAGE = 'deeplab'
 _ACTIVATIONS = {None: None, 'relu': tf.nn.relu, 'relu6': tf.nn.relu6}
 
@@ -100,13 +102,6 @@ def _folded_batch_norm(batch_norm: tf_keras.layers.BatchNormalization):
   return scale, offset
 
 
-# oneDNN's depthwise kernels take at most this much implicit padding per side;
-# beyond it (3x3 atrous rates above 6, e.g. the ASPP's 12 and 18) TensorFlow's
-# oneDNN build runs a generic grouped convolution, 3-7x slower than padding the
-# input first.
-_MAX_IMPLICIT_DEPTHWISE_PADDING = 6
-
-
 class _ConvLayer(tf_keras.layers.Layer):
   """Shared config handling of the convolution layers below."""
 
@@ -157,22 +152,6 @@ class _ConvNormActivation(_ConvLayer):
       self.batch_norm.build(output_shape)
     return kernel
 
-  @staticmethod
-  def _pad_explicitly(inputs, padding):
-    """(inputs, op padding): explicit padding is applied to the inputs as a pad op
-    and the convolution runs 'VALID'; 'SAME' and 'VALID' pass through.
-
-    As an op it has fast oneDNN gradient kernels (an explicitly padded convolution
-    runs Eigen's, several times slower, in bfloat16 most of all), and it avoids a
-    TensorFlow crash: the fused depthwise convolution + bias rejects the EXPLICIT
-    padding attribute.
-    """
-    if not isinstance(padding, list):
-      return inputs, padding
-    if any(map(any, padding)):
-      inputs = tf.pad(inputs, padding)
-    return inputs, 'VALID'
-
   def _folds(self, inputs, training) -> bool:
     """Whether BatchNorm folds into the kernel in this call."""
     raise NotImplementedError
@@ -208,7 +187,7 @@ class ConvBN(_ConvNormActivation):
     filters: output channels.
     kernel_size: square kernel size.
     strides: square stride.
-    dilation_rate: atrous rate; runs as a native dilated convolution.
+    dilation_rate: atrous rate; see `deeplab.kernels` for how it runs on each device.
     activation: 'relu', 'relu6' or None, applied after BatchNorm.
     batch_norm: keyword arguments of `tf_keras.layers.BatchNormalization`
       (momentum, epsilon, synchronized), or None for no BatchNorm and a bias.
@@ -266,9 +245,8 @@ class ConvBN(_ConvNormActivation):
       outputs = tf.reshape(outputs, tf.concat([tf.shape(inputs)[:-1], [self.filters]], 0))
       outputs.set_shape(inputs.shape[:-1].concatenate([self.filters]))
       return outputs
-    inputs, padding = self._pad_explicitly(inputs, self._padding)
-    return tf.nn.conv2d(inputs, tf.cast(kernel, inputs.dtype), strides=self.strides,
-                        padding=padding, dilations=self.dilation_rate)
+    return kernels.conv2d(inputs, tf.cast(kernel, inputs.dtype), self.strides, self._padding,
+                          self.dilation_rate, gradients=not _is_inference(training))
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -313,18 +291,9 @@ class DepthwiseConvBN(_ConvNormActivation):
     kernel = self.depthwise_kernel
     if scale is not None:
       kernel = kernel * scale[:, tf.newaxis]
-    padding = self._padding
-    same_padding = (self.kernel_size - 1) * self.dilation_rate // 2
-    # At inference only: oneDNN's filter gradient rejects such padded inputs.
-    if (self.strides == 1 and same_padding > _MAX_IMPLICIT_DEPTHWISE_PADDING and
-        _is_inference(training)):
-      padding = [[0, 0], [same_padding, same_padding], [same_padding, same_padding], [0, 0]]
-    inputs, padding = self._pad_explicitly(inputs, padding)
-    # The native op runs dilations directly; tf.nn.depthwise_conv2d would wrap a
-    # dilated one in SpaceToBatchND / BatchToSpaceND copies.
-    return tf.compat.v1.nn.depthwise_conv2d_native(
-        inputs, tf.cast(kernel, inputs.dtype), strides=[1, self.strides, self.strides, 1],
-        padding=padding, dilations=[1, self.dilation_rate, self.dilation_rate, 1])
+    return kernels.depthwise_conv2d(inputs, tf.cast(kernel, inputs.dtype), self.strides,
+                                    self._padding, self.dilation_rate,
+                                    gradients=not _is_inference(training))
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)

@@ -14,7 +14,9 @@ from typing import Dict, Iterator, Optional
 import numpy as np
 import tensorflow as tf
 import tf_keras
+from absl import logging
 
+from deeplab import kernels
 from deeplab.backbones import build_backbone, get_backbone_spec
 from deeplab.config import SUPPORTED_PRECISIONS, ModelConfig
 from deeplab.hyperparams import from_dict, to_dict
@@ -122,6 +124,10 @@ def precision_policy(precision: Optional[str]) -> Iterator[None]:
   if precision not in SUPPORTED_PRECISIONS:
     raise ValueError(f'precision must be one of {", ".join(SUPPORTED_PRECISIONS)}; '
                      f'got {precision!r}.')
+  if (precision == 'mixed_bfloat16' and kernels.cpu_lacks_bfloat16() and
+      not tf.config.list_logical_devices('GPU')):
+    logging.warning('mixed_bfloat16 on a CPU without bfloat16 instructions (AVX-512 BF16 or '
+                    'AMX): TensorFlow emulates it, slower than float32; use float32 here.')
   previous = tf_keras.mixed_precision.global_policy()
   tf_keras.mixed_precision.set_global_policy(precision)
   try:

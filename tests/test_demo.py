@@ -1,12 +1,24 @@
 """The main job end to end, as `make demo` runs it, at a reduced size."""
 
 import json
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+
+from conftest import SHARED_DIR
+from deeplab.data.synthetic import generate_example
+
+SERVE = '''
+import sys
+import tensorflow as tf
+serving = tf.saved_model.load(sys.argv[1]).signatures['serving_default']
+labels = serving(images=tf.stack([tf.io.read_file(sys.argv[2])]))['labels']
+print(*labels.shape[:3])
+'''
 
 
 @pytest.mark.slow
@@ -35,6 +47,20 @@ def test_demo_runs_every_tool_and_writes_its_summary(tmp_path):
   assert '24 training and 6 validation' in card and '6 steps' in card
   for name in ('background', 'disc', 'square', 'triangle', 'ring'):
     assert f'| {name} | ' in card
+
+  # The export serves with TensorFlow's generic kernels too (GPU, macOS, ARM and TF
+  # Serving builds without oneDNN run those), on a real photo where there is one.
+  photos = sorted(SHARED_DIR.glob('data/cc0-images-ibm-max/*.jpg'))
+  photo = photos[0] if photos else tmp_path / 'scene.jpg'
+  if not photos:
+    scene, _ = generate_example(np.random.default_rng(0), 97, 131)
+    photo.write_bytes(tf.io.encode_jpeg(scene).numpy())
+  served = subprocess.run([sys.executable, '-c', SERVE, str(tmp_path / 'export' / '1'),
+                           str(photo)], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_ENABLE_ONEDNN_OPTS='0'))
+  assert served.returncode == 0, served.stderr[-3000:]
+  height, width = tf.io.extract_jpeg_shape(tf.io.read_file(str(photo))).numpy()[:2]
+  assert served.stdout.split() == ['1', str(height), str(width)]
 
   # A rerun reuses the dataset, the finished training run and the current export.
   rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)

@@ -27,6 +27,9 @@ from deeplab.export.saved_model import (next_version, saved_model_agreements, ve
 from deeplab.predict import predict_labels
 from test_export_decoding import jpeg_declaring, png_header
 
+# Also run with TensorFlow's generic kernels (TF_ENABLE_ONEDNN_OPTS=0).
+pytestmark = pytest.mark.portable
+
 NUM_CLASSES = 4
 CONFIG = ModelConfig(backbone='mobilenet_v2', num_classes=NUM_CLASSES, depth_multiplier=0.25,
                      aspp_convs_filters=16, decoder_filters=16)
@@ -140,19 +143,30 @@ def test_mixed_sizes_are_padded_with_the_documented_label(signatures):
 def test_bad_requests_fail_clearly_and_the_model_keeps_serving(model, signatures, capfd):
   serve = signatures['serving_default']
   image = scene(45, 53, seed=5)
+  png = tf.io.encode_png(image).numpy()
   bad_requests = [
-      ([b'\x00garbage, not an image'], 'images[0] is not a JPEG, PNG, BMP or GIF image'),
-      ([tf.io.encode_png(image).numpy(), b''], 'images[1] is empty'),
+      ([b'\x00garbage, not an image'], 'images[0] is not a JPEG, PNG, BMP or GIF image (its '
+                                       'first bytes are 00 67 61 72 62 61 67 65 2c 20 6e 6f '
+                                       '|.garbage, no|)'),
+      ([png, b''], 'images[1] is empty'),
       ([png_header(50000, 50000)], 'images[0] declares 50000x50000 pixels'),
-      ([tf.io.encode_png(image).numpy(), jpeg_declaring(50000, 50000)],
-       'images[1] declares 50000x50000 pixels'),
+      ([png, jpeg_declaring(50000, 50000)], 'images[1] declares 50000x50000 pixels'),
+      ([png, png[:100]], 'images[1] could not be decoded: its data is corrupt or truncated '
+                         '(100 bytes; its first bytes are 89 50 4e 47'),
       ([], 'images is empty: expected at least one encoded image'),
+      # Several problems: the first image's first failing check, headers before pixels.
+      ([b'', b'garbage'], 'images[0] is empty'),
+      ([png[:100], b'garbage'], 'images[1] is not a JPEG, PNG, BMP or GIF image'),
   ]
   for request, message in bad_requests:
-    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
-      serve(images=tf.constant(request, tf.string))
+    for _ in range(3):  # the same message every time
+      with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+        serve(images=tf.constant(request, tf.string))
   with pytest.raises(tf.errors.InvalidArgumentError, match='images is empty'):
     signatures['image_tensor'](images=tf.zeros([0, 8, 8, 3], tf.uint8))
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=re.escape('serialized_examples[0] is not a serialized tf.Example')):
+    signatures['tf_example'](serialized_examples=tf.constant([b'\xff\xfe not an example']))
   # The JPEG decoder logs this when asked to decode the forged header: it must never be.
   assert 'Image too large' not in capfd.readouterr().err
 

@@ -17,12 +17,12 @@ Example:
 """
 
 import os
-import platform
 from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
 from deeplab.benchmark.timing import time_calls
+from deeplab.kernels import cpu_model_and_flags, onednn_cpu_kernels
 
 CEILING_OPS = ('conv3x3', 'depthwise3x3', 'matmul')
 # Compute dtype of each precision policy: the ceiling a model is compared to.
@@ -31,32 +31,6 @@ COMPUTE_DTYPES = {'float32': 'float32', 'mixed_bfloat16': 'bfloat16',
 _CONV_CHANNELS = 256
 _CONV_SIZE = 129
 _MATMUL_SIZE = 4096
-
-
-def _cpu_flags_and_model():
-  """The CPU model name and feature flags from /proc/cpuinfo (Linux), else platform."""
-  model, flags = platform.processor() or platform.machine(), set()
-  try:
-    with open('/proc/cpuinfo', encoding='utf-8') as f:
-      for line in f:
-        key, _, value = line.partition(':')
-        if key.strip() == 'model name':
-          model = value.strip()
-        elif key.strip() == 'flags':
-          flags = set(value.split())
-          break
-  except OSError:
-    pass
-  return model, flags
-
-
-def onednn_enabled() -> bool:
-  """Whether TensorFlow runs its CPU kernels through oneDNN in this process."""
-  try:
-    from tensorflow.python.util import _pywrap_util_port  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    return False
-  return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def describe_machine() -> Dict[str, Any]:
@@ -68,7 +42,7 @@ def describe_machine() -> Dict[str, Any]:
      'intra_op_threads', 'inter_op_threads': TF's settings (0 = one per core),
      'gpus': visible GPUs}.
   """
-  model, flags = _cpu_flags_and_model()
+  model, flags = cpu_model_and_flags()
   features = [f for f in ('avx2', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'amx_bf16')
               if f in flags]
   cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
@@ -77,7 +51,7 @@ def describe_machine() -> Dict[str, Any]:
       'cores': cores,
       'cpu_features': features,
       'tensorflow': tf.__version__,
-      'onednn': onednn_enabled(),
+      'onednn': onednn_cpu_kernels(),
       'intra_op_threads': tf.config.threading.get_intra_op_parallelism_threads(),
       'inter_op_threads': tf.config.threading.get_inter_op_parallelism_threads(),
       'gpus': len(tf.config.list_physical_devices('GPU')),

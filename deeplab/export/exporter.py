@@ -28,6 +28,7 @@ from typing import Optional, Sequence, Tuple
 import yaml
 from absl import logging
 
+from deeplab import kernels
 from deeplab.checkpoints import restore_weights
 from deeplab.config import ExperimentConfig, ExportConfig
 from deeplab.export.parity import Agreement, check, sample_images
@@ -111,14 +112,20 @@ def export_model(model: DeepLabModel,
                            f'.tmp-{os.path.basename(final_path)}-{uuid.uuid4().hex[:8]}')
   os.mkdir(temporary)
   try:
-    module = ServingModule(model, export_config)
-    write_saved_model(module, temporary)
-    _write_configs(model, export_config, temporary)
-    agreements = saved_model_parity(temporary, module, samples)
+    # A portable graph: it serves on GPUs and on CPUs without oneDNN too, as fast
+    # as the native dilated kernels on x86 (measured at 513x513); the parity check
+    # runs what is exported.
+    with kernels.kernel_target('portable'):
+      module = ServingModule(model, export_config)
+      write_saved_model(module, temporary)
+      _write_configs(model, export_config, temporary)
+      agreements = saved_model_parity(temporary, module, samples)
     check(agreements)
-    tflite_reports = [export_tflite(model, export_config, config,
-                                    os.path.join(temporary, 'tflite'), samples)
-                      for config in tflite]
+    # TFLite's own kernels run dilated convolutions on every platform.
+    with kernels.kernel_target('native'):
+      tflite_reports = [export_tflite(model, export_config, config,
+                                      os.path.join(temporary, 'tflite'), samples)
+                        for config in tflite]
     check([report.agreement for report in tflite_reports])
     warmup = write_warmup_requests(temporary, samples)
     os.rename(temporary, final_path)
