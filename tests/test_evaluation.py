@@ -19,9 +19,6 @@ from deeplab.evaluation import (EvalResult, Evaluator, evaluate, evaluate_checkp
 from deeplab.metrics import segmentation_metrics
 from deeplab.predict import predict_labels, predict_logits, predict_probabilities
 
-# Also run with TensorFlow's generic kernels (TF_ENABLE_ONEDNN_OPTS=0).
-pytestmark = pytest.mark.portable
-
 NUM_CLASSES = 4
 IGNORE = 255
 # The pixel classifier below predicts class c for red values in [60c, 60c + 60).
@@ -108,6 +105,7 @@ def tiny_model():
   return model
 
 
+@pytest.mark.portable
 def test_odd_sizes_in_one_batch_evaluate_pixel_for_pixel_with_scales_and_flip():
   rng = np.random.default_rng(0)
   # 333x500 is a typical VOC size; 128x256 is Cityscapes' 1024x2048 scaled by 1/8.
@@ -130,6 +128,7 @@ def test_odd_sizes_in_one_batch_evaluate_pixel_for_pixel_with_scales_and_flip():
   assert evaluator._step.experimental_get_tracing_count() == 1  # pylint: disable=protected-access
 
 
+@pytest.mark.portable
 def test_evaluation_merges_scales_and_flips_as_predict_labels_does(tiny_model):
   rng = np.random.default_rng(1)
   images = [rng.uniform(0, 255, [65, 81, 3]).astype(np.float32),
@@ -157,6 +156,7 @@ def test_flip_merge_of_a_mirror_symmetric_image_is_mirror_symmetric(tiny_model):
   np.testing.assert_allclose(merged, merged[:, :, ::-1], atol=1e-6)
 
 
+@pytest.mark.portable
 def test_output_stride_8_evaluation_of_a_stride_16_model_uses_the_same_weights(tiny_model):
   evaluator = Evaluator(tiny_model, config=EvalConfig(output_stride=8))
   assert evaluator.model.config.output_stride == 8

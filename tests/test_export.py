@@ -27,9 +27,6 @@ from deeplab.export.saved_model import (next_version, saved_model_agreements, ve
 from deeplab.predict import predict_labels
 from test_export_decoding import jpeg_declaring, png_header
 
-# Also run with TensorFlow's generic kernels (TF_ENABLE_ONEDNN_OPTS=0).
-pytestmark = pytest.mark.portable
-
 NUM_CLASSES = 4
 CONFIG = ModelConfig(backbone='mobilenet_v2', num_classes=NUM_CLASSES, depth_multiplier=0.25,
                      aspp_convs_filters=16, decoder_filters=16)
@@ -74,6 +71,7 @@ def agreement(expected, actual):
   return float(np.mean(np.asarray(expected) == np.asarray(actual)))
 
 
+@pytest.mark.portable
 def test_export_is_a_tf_serving_version_directory_and_passes_its_parity_gate(export):
   export_dir = os.path.dirname(export.path)
   assert export.version == 1 and os.listdir(export_dir) == ['1']  # no temporary left
@@ -88,6 +86,7 @@ def test_export_is_a_tf_serving_version_directory_and_passes_its_parity_gate(exp
   assert recorded['export']['include_probabilities'] is True
 
 
+@pytest.mark.portable
 def test_plain_tensorflow_process_runs_every_signature_on_jpeg_and_png(model, export,
                                                                        tmp_path):
   jpeg = tf.io.encode_jpeg(scene(70, 90, seed=1)).numpy()
@@ -140,6 +139,7 @@ def test_mixed_sizes_are_padded_with_the_documented_label(signatures):
   np.testing.assert_allclose(probabilities[0, :33, :65].sum(-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.portable
 def test_bad_requests_fail_clearly_and_the_model_keeps_serving(model, signatures, capfd):
   serve = signatures['serving_default']
   image = scene(45, 53, seed=5)

