@@ -179,6 +179,6 @@ def test_options_are_checked_against_the_dataset(tmp_path):
   with pytest.raises(ValueError, match='sbd_dir do not apply to dataset folder'):
     convert('folder', data, None, num_classes=3, sbd_dir='x')
   with pytest.raises(ValueError, match='Unknown dataset'):
-    convert('coco', data, None)
+    convert('imagenet', data, None)
   with pytest.raises(ValueError, match="No split 'val'"):
     convert('folder', str(tmp_path), None, num_classes=3, splits=['val'])

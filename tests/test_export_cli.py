@@ -1,7 +1,6 @@
 """deeplab-export end to end: a native checkpoint in, a served version out, with
 multi-scale + flip at output stride 8 inside the graph."""
 
-import dataclasses
 import os
 import pathlib
 import subprocess
@@ -12,7 +11,6 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from conftest import write_official_checkpoint
 from deeplab import ModelConfig, build_model, load_experiment, with_output_stride
 from deeplab.data.synthetic import generate_example
 from deeplab.export import export_from_checkpoint
@@ -56,23 +54,6 @@ def test_cli_exports_a_native_checkpoint_with_scales_flip_and_output_stride(tmp_
                             flip=True)
   assert np.mean(served.numpy() == expected.numpy()) >= 0.999
 
-  again = run_export(f'--checkpoint={tmp_path / "train"}', f'--export_dir={export_dir}',
-                     '--version=1')
-  assert again.returncode == 1
-  assert 'Export version 1 exists already' in again.stderr
-
-
-@pytest.mark.slow
-def test_cli_exports_an_official_checkpoint_given_alone(tmp_path):
-  folder = write_official_checkpoint(build_model(dataclasses.replace(CONFIG, atrous_rates=())),
-                                     tmp_path / 'zoo_model')
-  result = run_export(f'--checkpoint={folder}', f'--export_dir={tmp_path / "serving"}',
-                      overrides='')
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert 'Exported version 1' in result.stdout
-  exported = tf.saved_model.load(str(tmp_path / 'serving' / '1'))
-  labels = exported.signatures['image_tensor'](images=tf.zeros([1, 65, 65, 3], tf.uint8))
-  assert labels['labels'].shape == (1, 65, 65)
 
 
 def test_export_computes_in_the_runtime_precision_and_agrees_with_float32(tmp_path):

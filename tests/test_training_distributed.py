@@ -61,7 +61,7 @@ train(config, args['model_dir'], dataset_fn=dataset_fn)
 EXACT = ('model.depth_multiplier=0.25,model.aspp_convs_filters=16,model.decoder_filters=16,'
          'model.output_stride=32,model.atrous_rates=[],model.dropout=0.0,'
          'model.sync_batch_norm=true,train_data.crop_size=[65, 65],train_data.batch_size=4,'
-         'trainer.train_steps=4,trainer.log_every_n_steps=4,trainer.checkpoint_every_n_steps=4,'
+         'trainer.train_steps=2,trainer.log_every_n_steps=2,trainer.checkpoint_every_n_steps=2,'
          'trainer.eval_every_n_steps=0,runtime.mixed_precision_dtype=float64,'
          'runtime.deterministic=true')
 
@@ -103,9 +103,6 @@ def test_one_worker_two_workers_and_two_devices_train_the_same_weights(tmp_path)
       'single': _start_child(script, EXACT, tmp_path / 'single'),
       'mirrored': _start_child(script, EXACT + ',runtime.distribution_strategy=mirrored',
                                tmp_path / 'mirrored', logical_cpus=2),
-      'indivisible': _start_child(
-          script, EXACT + ',runtime.distribution_strategy=mirrored,train_data.batch_size=3',
-          tmp_path / 'indivisible', logical_cpus=2),
   }
   for index in range(2):
     processes[f'worker{index}'] = _start_child(
@@ -115,17 +112,11 @@ def test_one_worker_two_workers_and_two_devices_train_the_same_weights(tmp_path)
   for name in ('single', 'mirrored', 'worker0', 'worker1'):
     assert results[name][0] == 0, f'{name} failed:\n{results[name][1][-3000:]}'
 
-  returncode, output = results['indivisible']
-  assert returncode != 0
-  assert ('train_data.batch_size (3) is the global batch and must be divisible by the number '
-          'of replicas (2)') in output
-  assert not os.path.exists(tmp_path / 'indivisible' / 'checkpoint')
-
   # The logits and the loss stay float32, so agreement is to ~1e-7 of each variable's
   # scale; the same runs in float32 differ by ~10% of it.
-  single = _checkpoint_values(tmp_path / 'single' / 'ckpt-4')
+  single = _checkpoint_values(tmp_path / 'single' / 'ckpt-2')
   for name in ('mirrored', 'workers'):
-    other = _checkpoint_values(tmp_path / name / 'ckpt-4')
+    other = _checkpoint_values(tmp_path / name / 'ckpt-2')
     assert other.keys() == single.keys()
     for key, value in single.items():
       scale = float(np.max(np.abs(value))) if value.size else 0.0
@@ -137,8 +128,8 @@ def test_one_worker_two_workers_and_two_devices_train_the_same_weights(tmp_path)
 
 def _train_command(model_dir, dataset_dir):
   overrides = ('model.depth_multiplier=0.25,model.aspp_convs_filters=16,model.decoder_filters=16,'
-               'train_data.crop_size=[65, 65],train_data.batch_size=4,trainer.train_steps=12,'
-               'trainer.log_every_n_steps=2,trainer.checkpoint_every_n_steps=4,'
+               'train_data.crop_size=[65, 65],train_data.batch_size=4,trainer.train_steps=8,'
+               'trainer.log_every_n_steps=2,trainer.checkpoint_every_n_steps=2,'
                'trainer.eval_every_n_steps=0,'
                f'runtime.deterministic=true,train_data.dataset_dir={dataset_dir}')
   return [sys.executable, '-m', 'deeplab.tools.train', '--experiment=synthetic',
@@ -163,13 +154,13 @@ def test_a_run_killed_and_restarted_ends_with_the_weights_of_an_uninterrupted_ru
   killed = subprocess.Popen(_train_command(tmp_path / 'b', synthetic_dir),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 300
-  while _latest_step(tmp_path / 'b') < 4 and killed.poll() is None and time.time() < deadline:
+  while _latest_step(tmp_path / 'b') < 2 and killed.poll() is None and time.time() < deadline:
     time.sleep(0.02)
   killed.send_signal(signal.SIGKILL)
   killed.wait()
   assert killed.returncode == -signal.SIGKILL, 'the run ended before it could be killed'
   killed_at = _latest_step(tmp_path / 'b')
-  assert 4 <= killed_at < 12
+  assert 2 <= killed_at < 8
 
   resumed = subprocess.run(_train_command(tmp_path / 'b', synthetic_dir), capture_output=True,
                            text=True, timeout=300)
@@ -178,8 +169,8 @@ def test_a_run_killed_and_restarted_ends_with_the_weights_of_an_uninterrupted_ru
   returncode, output = _finish(uninterrupted)
   assert returncode == 0, output[-3000:]
 
-  expected = _checkpoint_values(tmp_path / 'a' / 'ckpt-12')
-  actual = _checkpoint_values(tmp_path / 'b' / 'ckpt-12')
+  expected = _checkpoint_values(tmp_path / 'a' / 'ckpt-8')
+  actual = _checkpoint_values(tmp_path / 'b' / 'ckpt-8')
   assert actual.keys() == expected.keys()
   for key, value in expected.items():
     np.testing.assert_array_equal(actual[key], value, err_msg=key)
