@@ -17,17 +17,20 @@ Where the native op is rejected, the convolution runs as TensorFlow's own
 `tf.nn.depthwise_conv2d` does with dilations: space-to-batch (the input's
 `rate x rate` phases become batch entries), the undilated convolution, then
 batch-to-space. That is exact (the same multiply-adds, the same results up to
-float summation order) and runs on every kernel set, at the cost of two copies;
-on oneDNN's x86 CPU kernels the native op is measurably faster, so it is kept
-there. The choice is made when the layer is traced, from the target below:
+float summation order) and runs on every kernel set, at the cost of two copies
+(at 513x513 on x86 as fast as the native op, within run-to-run noise); on
+oneDNN's x86 CPU kernels the native op is kept at inference, the graph every
+benchmark of this package measured. The choice is made when the layer is traced,
+from the target below:
 
 - 'auto' (the default): the fastest formulation the traced device runs: native on
   a oneDNN x86 CPU and under XLA, portable elsewhere (GPU, generic CPU).
 - 'portable': a graph every kernel set runs, for graphs that leave this process
-  (SavedModels served elsewhere, TFLite).
+  (exported SavedModels).
 - 'native': the native ops wherever their results are right (everywhere but the
-  depthwise gradient); oneDNN's x86 CPU kernels, XLA and TFLite run such a graph,
-  TensorFlow's GPU and generic CPU kernels do not.
+  depthwise gradient); oneDNN's x86 CPU kernels, XLA and TFLite run such a graph
+  (TFLite models are converted from it), TensorFlow's GPU and generic CPU kernels
+  do not.
 
 Example:
   >>> with kernel_target('portable'):
@@ -63,18 +66,13 @@ _MAX_IMPLICIT_DEPTHWISE_PADDING = 6
 _state = threading.local()
 
 
-def check_kernel_target(target: str, field: str = 'kernel target') -> str:
-  """`target` if it is one of KERNEL_TARGETS; otherwise a ValueError naming `field`."""
-  if target not in KERNEL_TARGETS:
-    raise ValueError(f'{field} must be one of {", ".join(KERNEL_TARGETS)}; got {target!r}.')
-  return target
-
-
 @contextlib.contextmanager
 def kernel_target(target: str) -> Iterator[None]:
   """Convolutions traced inside use `target`'s formulation ('auto', 'portable' or
   'native', see the module docstring); the previous target is restored after."""
-  check_kernel_target(target)
+  if target not in KERNEL_TARGETS:
+    raise ValueError(f'kernel target must be one of {", ".join(KERNEL_TARGETS)}; '
+                     f'got {target!r}.')
   previous = current_kernel_target()
   _state.target = target
   try:
@@ -175,8 +173,10 @@ def pad_explicitly(inputs: tf.Tensor, padding: Padding):
   return inputs, 'VALID'
 
 
-def _same_padding(kernel_size: int, dilation_rate: int) -> List[List[int]]:
-  # Symmetric, as 'SAME' is at stride 1 for odd kernels.
+def symmetric_padding(kernel_size: int, dilation_rate: int) -> List[List[int]]:
+  """Explicit padding of a (dilated) kernel, split evenly between both sides (the
+  bottom/right gets the extra pixel of an even total): 'SAME' at stride 1 for odd
+  kernels, and the official `conv2d_same` at any stride."""
   total = (kernel_size - 1) * dilation_rate
   return [[0, 0], [total // 2, total - total // 2], [total // 2, total - total // 2], [0, 0]]
 
@@ -189,7 +189,7 @@ def _convolve(convolution, inputs: tf.Tensor, kernel: tf.Tensor, strides: int,
     inputs, padding = pad_explicitly(inputs, padding)
     return convolution(inputs, kernel, strides, padding, dilation_rate)
   if padding == 'SAME':
-    padding = _same_padding(int(kernel.shape[0]), dilation_rate)
+    padding = symmetric_padding(int(kernel.shape[0]), dilation_rate)
   inputs, padding = pad_explicitly(inputs, padding)
   return tf.nn.with_space_to_batch(
       inputs, [dilation_rate, dilation_rate], padding,
@@ -242,7 +242,7 @@ def depthwise_conv2d(inputs: tf.Tensor, kernel: tf.Tensor, strides: int, padding
   """
   native = native_dilations(True, inputs, gradients)
   if native and not gradients and strides == 1 and padding == 'SAME':
-    same_padding = _same_padding(int(kernel.shape[0]), dilation_rate)
+    same_padding = symmetric_padding(int(kernel.shape[0]), dilation_rate)
     # At inference only: oneDNN's filter gradient rejects such padded inputs.
     if same_padding[1][1] > _MAX_IMPLICIT_DEPTHWISE_PADDING:
       padding = same_padding

@@ -64,10 +64,7 @@ def _padding(kernel_size: int, strides: int, dilation_rate: int, explicit_paddin
   """
   if strides == 1 or not explicit_padding:
     return 'SAME'
-  effective = kernel_size + (kernel_size - 1) * (dilation_rate - 1)
-  begin = (effective - 1) // 2
-  end = effective - 1 - begin
-  return [[0, 0], [begin, end], [begin, end], [0, 0]]
+  return kernels.symmetric_padding(kernel_size, dilation_rate)
 
 
 def _make_batch_norm(batch_norm: Optional[Dict[str, Any]]):
