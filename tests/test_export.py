@@ -20,10 +20,11 @@ import yaml
 from deeplab import ModelConfig, build_model
 from deeplab.config import ExportConfig
 from deeplab.data.synthetic import generate_example
-from deeplab.export import PADDED_LABEL, ParityError, ServingModule, export_model, exporter
+from deeplab.export import (PADDED_LABEL, SIGNATURES, ParityError, ServingModule, export_model,
+                            exporter)
 from deeplab.export.parity import Agreement, check, sample_images
 from deeplab.export.saved_model import (next_version, saved_model_agreements, version_path,
-                                        write_warmup_requests)
+                                        write_saved_model, write_warmup_requests)
 from deeplab.predict import predict_labels
 from test_export_decoding import jpeg_declaring, png_header
 
@@ -191,6 +192,20 @@ def test_serving_functions_are_traced_once_for_all_sizes_and_batches(model):
   assert module.serve_encoded_images.experimental_get_tracing_count() == 1
   assert module.serve_image_tensor.experimental_get_tracing_count() == 1
   assert module.predict_pixels.experimental_get_tracing_count() == 1
+
+
+def test_writing_the_saved_model_traces_each_function_once(model, tmp_path):
+  # TensorFlow retraces a saved object's functions under its save context; the
+  # export saves a variables-only object with the signatures, so nothing is traced
+  # (or stored) twice.
+  module = ServingModule(model, EXPORT)
+  write_saved_model(module, str(tmp_path / 'saved'))
+  for function in (module.serve_encoded_images, module.serve_image_tensor,
+                   module.serve_tf_example, module.predict_pixels):
+    assert function.experimental_get_tracing_count() == 1, function.name
+  loaded = tf.saved_model.load(str(tmp_path / 'saved'))
+  assert sorted(loaded.signatures) == sorted(SIGNATURES)
+  assert len(loaded.model_variables) == len(model.variables)
 
 
 def test_parity_gate_catches_an_export_of_other_weights(signatures):

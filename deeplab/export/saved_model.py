@@ -56,7 +56,14 @@ def version_path(export_dir: str, version: Optional[int]) -> str:
 def write_saved_model(module: ServingModule, path: str) -> None:
   """Saves `module` with its signatures (`deeplab.export.serving.SIGNATURES`) to `path`."""
   logging.info('Tracing the serving signatures and writing the SavedModel to %s.', path)
-  tf.saved_model.save(module, path, signatures=module.signatures())
+  signatures = module.signatures()
+  # The saved object holds the variables and nothing else. Saving the module itself
+  # would trace each of its functions a second time (TensorFlow retraces them for
+  # the object graph under its save context) and store them twice, for nothing:
+  # servers and clients call the signatures.
+  root = tf.Module(name='deeplab_serving')
+  root.model_variables = list(module.model_variables)
+  tf.saved_model.save(root, path, signatures=signatures)
 
 
 def _example(encoded: bytes) -> bytes:
