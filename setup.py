@@ -46,7 +46,7 @@ setup(
     ],
     extras_require={
         # pytest-xdist: the suite runs on two processes, one per core of a small CI machine.
-        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'pycocotools>=2.0.7'],
+        'test': ['pytest>=8', 'pytest-xdist>=3.8', 'pycocotools>=2.0.7'],
         # Decoding COCO's polygons and RLE masks (deeplab-convert --dataset=coco).
         'coco': ['pycocotools>=2.0.7'],
         # TF Serving warm-up requests in exported SavedModels, and gRPC clients.

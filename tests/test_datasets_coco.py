@@ -162,7 +162,7 @@ def test_polygons_of_fewer_than_three_points_are_dropped():
 
 def test_skip_empty_leaves_out_images_without_a_voc_instance(tmp_path, caplog):
   _write_coco(tmp_path / 'coco')
-  caplog.set_level('INFO')
+  caplog.set_level('INFO', logger='absl')  # whatever verbosity absl was given
   info = convert('coco', str(tmp_path / 'coco'), str(tmp_path / 'out'), skip_empty=True)
   # val: image 2 has a laptop only, image 3 a crowd only; train: image 11 nothing.
   assert {s: i.num_examples for s, i in info.splits.items()} == {'train': 1, 'val': 1}

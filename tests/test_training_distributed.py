@@ -49,8 +49,9 @@ def dataset_fn(file_pattern, *, training, batch_size, crop_size, input_context=N
   return (dataset.map(lambda batch: {k: v[start:start + share] for k, v in batch.items()})
           .unbatch().batch(input_context.get_per_replica_batch_size(batch_size)))
 
-config = load_experiment('synthetic', (), args['overrides'])
-train(config, args['model_dir'], dataset_fn=dataset_fn)
+for run in args['runs']:
+  train(load_experiment('synthetic', (), run['overrides']), run['model_dir'],
+        dataset_fn=dataset_fn)
 '''
 
 # float64: float32 rounding differences between summation orders flip ReLU gates
@@ -76,8 +77,9 @@ def _free_ports(count):
   return ports
 
 
-def _start_child(script, overrides, model_dir, **extra):
-  args = json.dumps({'overrides': overrides, 'model_dir': str(model_dir), **extra})
+def _start_child(script, runs, **extra):
+  """A process that trains each (overrides, model_dir) of `runs` in turn."""
+  args = json.dumps({'runs': [{'overrides': o, 'model_dir': str(d)} for o, d in runs], **extra})
   return subprocess.Popen([sys.executable, str(script), args], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
 
@@ -99,17 +101,18 @@ def test_one_worker_two_workers_and_two_devices_train_the_same_weights(tmp_path)
   script.write_text(CHILD)
   ports = _free_ports(2)
   cluster = {'worker': [f'127.0.0.1:{port}' for port in ports]}
-  processes = {
-      'single': _start_child(script, EXACT, tmp_path / 'single'),
-      'mirrored': _start_child(script, EXACT + ',runtime.distribution_strategy=mirrored',
-                               tmp_path / 'mirrored', logical_cpus=2),
-  }
+  # One process trains on one device and then mirrored on two (the same weights
+  # from the same seed, whatever ran before), two processes are the two workers.
+  processes = {'single_then_mirrored': _start_child(
+      script, [(EXACT, tmp_path / 'single'),
+               (EXACT + ',runtime.distribution_strategy=mirrored', tmp_path / 'mirrored')],
+      logical_cpus=2)}
   for index in range(2):
     processes[f'worker{index}'] = _start_child(
-        script, EXACT + ',runtime.distribution_strategy=multi_worker', tmp_path / 'workers',
+        script, [(EXACT + ',runtime.distribution_strategy=multi_worker', tmp_path / 'workers')],
         tf_config={'cluster': cluster, 'task': {'type': 'worker', 'index': index}})
   results = {name: _finish(process) for name, process in processes.items()}
-  for name in ('single', 'mirrored', 'worker0', 'worker1'):
+  for name in processes:
     assert results[name][0] == 0, f'{name} failed:\n{results[name][1][-3000:]}'
 
   # The logits and the loss stay float32, so agreement is to ~1e-7 of each variable's
