@@ -42,6 +42,7 @@ Example:
 """
 
 import contextlib
+import functools
 import platform
 import threading
 from typing import FrozenSet, Iterator, List, Tuple, Union
@@ -92,9 +93,10 @@ def onednn_cpu_kernels() -> bool:
           platform.machine().lower() in ('x86_64', 'amd64', 'i386', 'i686'))
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_model_and_flags() -> Tuple[str, FrozenSet[str]]:
   """The CPU's model name and feature flags from /proc/cpuinfo (Linux); elsewhere
-  the platform's processor name and no flags."""
+  the platform's processor name and no flags. Read once per process."""
   model, flags = platform.processor() or platform.machine(), frozenset()
   try:
     with open('/proc/cpuinfo', encoding='utf-8') as f:

@@ -27,6 +27,7 @@ from deeplab import kernels
 _PACKAGE = 'deeplab'
 _ACTIVATIONS = {None: None, 'relu': tf.nn.relu, 'relu6': tf.nn.relu6}
 
+
 def _plain_python(method):
   """Marks a layer method for AutoGraph to leave alone.
 

@@ -17,6 +17,11 @@ from deeplab.config import ExperimentConfig, ModelConfig, load_experiment, regis
 from deeplab.hyperparams import ConfigError, override
 
 
+# The end of every --checkpoint flag's help that `experiment_from_flags(checkpoint=...)` reads.
+OFFICIAL_CHECKPOINT_HELP = ('an official checkpoint given without --experiment brings its '
+                            'model (ModelConfig.from_checkpoint).')
+
+
 def define_experiment_flags(default_experiment: str = 'synthetic'):
   """Defines --experiment, --config_file and --params_override."""
   flags.DEFINE_string(

@@ -27,9 +27,8 @@ from deeplab.tools import common
 common.define_experiment_flags()
 flags.DEFINE_string('checkpoint', None,
                     'Checkpoint prefix (native or official TF1) or model directory (its '
-                    'latest checkpoint; with --continuous, each new one); an official '
-                    'checkpoint given without --experiment brings its model '
-                    '(ModelConfig.from_checkpoint).')
+                    'latest checkpoint; with --continuous, each new one); ' +
+                    common.OFFICIAL_CHECKPOINT_HELP)
 flags.DEFINE_string('output_dir', '',
                     'Where metrics.json, confusion_matrix.{csv,png} and TensorBoard '
                     'summaries go; default <model_dir>/eval.')

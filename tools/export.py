@@ -28,8 +28,7 @@ from deeplab.tools import common
 common.define_experiment_flags()
 flags.DEFINE_string('checkpoint', None,
                     'Checkpoint prefix (native or official TF1) or model directory (its '
-                    'latest checkpoint); an official checkpoint given without --experiment '
-                    'brings its model (ModelConfig.from_checkpoint).')
+                    'latest checkpoint); ' + common.OFFICIAL_CHECKPOINT_HELP)
 flags.DEFINE_string('export_dir', None,
                     'TF Serving base directory of the model; the export goes to '
                     '<export_dir>/<version>/.')

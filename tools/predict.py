@@ -29,8 +29,7 @@ from deeplab.visualization import PredictionOutputs, load_predictor, predict_fil
 common.define_experiment_flags()
 common.define_inference_flags('evaluation')
 flags.DEFINE_string('checkpoint', '', 'Checkpoint prefix (native or official TF1) or model '
-                    'directory (its latest checkpoint); an official checkpoint given without '
-                    '--experiment brings its model (ModelConfig.from_checkpoint).')
+                    'directory (its latest checkpoint); ' + common.OFFICIAL_CHECKPOINT_HELP)
 flags.DEFINE_string('saved_model', '', 'A SavedModel written by deeplab-export (or its '
                     'versions directory), instead of --checkpoint.')
 flags.DEFINE_list('images', None, 'Image files, directories (searched recursively) or glob '

@@ -54,7 +54,8 @@ def version_path(export_dir: str, version: Optional[int]) -> str:
 
 
 def write_saved_model(module: ServingModule, path: str) -> None:
-  """Saves `module` with its signatures (`deeplab.export.serving.SIGNATURES`) to `path`."""
+  """Saves `module`'s signatures (`deeplab.export.serving.SIGNATURES`) and the model
+  variables they read to `path`."""
   logging.info('Tracing the serving signatures and writing the SavedModel to %s.', path)
   signatures = module.signatures()
   # The saved object holds the variables and nothing else. Saving the module itself

@@ -31,7 +31,8 @@ sizes, H and W are the largest height and width; each image's labels fill the
 top-left heights[i] x widths[i] corner and the rest is `PADDED_LABEL` (-1)
 (probabilities 0).
 
-`deeplab.export.export_model` saves it with `module.signatures()`.
+`deeplab.export.export_model` saves `module.signatures()` with the variables they
+read (`module.model_variables`).
 
 Example:
   >>> from deeplab import ModelConfig, build_model
