@@ -3,6 +3,7 @@
 Public API:
   ModelConfig, build_model, with_output_stride, model_cost: the network.
   load_official_checkpoint, restore_weights: official TF1 and native weights.
+  config_from_checkpoint: the ModelConfig an official checkpoint holds.
   ExperimentConfig, load_experiment: experiments (data, training, evaluation, export).
 
 Names are imported on first use, so `import deeplab.config` (or a command-line
@@ -14,6 +15,7 @@ import importlib
 _EXPORTS = {
     'CheckpointMismatchError': 'deeplab.checkpoints',
     'ImportReport': 'deeplab.checkpoints',
+    'config_from_checkpoint': 'deeplab.checkpoints',
     'is_official_checkpoint': 'deeplab.checkpoints',
     'load_official_checkpoint': 'deeplab.checkpoints',
     'restore_weights': 'deeplab.checkpoints',

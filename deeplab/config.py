@@ -152,36 +152,6 @@ class ModelConfig:
   def resolved_multi_grid(self) -> Tuple[int, ...]:
     return tuple(self.multi_grid) if self.multi_grid is not None else (1, 1, 1)
 
-  @classmethod
-  def from_checkpoint(cls, path: str) -> 'ModelConfig':
-    """The config of the network an official TF1 checkpoint holds, read from its weights.
-
-    The variable names and shapes give the backbone, depth multiplier, ASPP
-    branches (image pooling, atrous; separable or plain), ASPP and decoder widths,
-    the decoder and its low-level stride, and the number of classes. What weights
-    cannot tell takes the model zoo's values: output stride 8 (the official export
-    setting; the zoo trained at 16, use `with_output_stride(16)` for that network)
-    and multi-grid (1, 2, 4) for the ResNet-beta backbones
-    (`deeplab.checkpoints.architecture`).
-
-    Args:
-      path: a checkpoint prefix ('.../model.ckpt'), one of its files, or the folder
-        holding it (an unpacked model-zoo tarball).
-
-    Raises:
-      FileNotFoundError, ValueError: no official checkpoint at `path`, or one of a
-        backbone only (ImageNet) or of a network this package does not build.
-
-    Example:
-      >>> config = ModelConfig.from_checkpoint('deeplabv3_mnv2_pascal_train_aug')  # doctest: +SKIP
-      >>> config.atrous_rates, config.decoder_output_stride, config.output_stride  # doctest: +SKIP
-      ((), None, 8)
-    """
-    # Reading a checkpoint takes the model code, above the configs in the data flow:
-    # it is imported only when this constructor runs.
-    from deeplab.checkpoints.architecture import config_from_checkpoint  # pylint: disable=import-outside-toplevel
-    return config_from_checkpoint(path)
-
   def with_output_stride(self, output_stride: int) -> 'ModelConfig':
     """The same network at another output stride (e.g. train at 16, evaluate at 8).
 
@@ -516,7 +486,7 @@ def load_experiment(experiment: str = '',
 
   Layers, each over the last: the defaults, the experiment (a registered name or a
   YAML path), `model` if given (replacing the experiment's, e.g.
-  `ModelConfig.from_checkpoint(path)`), each of `config_files`, then
+  `deeplab.config_from_checkpoint(path)`), each of `config_files`, then
   `params_override` ('trainer.train_steps=100,model.output_stride=8'). Any YAML
   file may extend another through a `base:` key (`load_experiment_yaml`).
 

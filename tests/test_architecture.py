@@ -22,14 +22,6 @@ LEVELS = {
     'evaluation': 4, 'export': 4, 'training': 5, 'benchmark': 6,
 }
 
-# Imports against the data flow made inside one function, so that importing the
-# module never loads the level above: (module, imported module).
-DEFERRED_UPWARD_IMPORTS = {
-    # ModelConfig.from_checkpoint reads a checkpoint with the checkpoint code.
-    ('config', 'deeplab.checkpoints.architecture'),
-}
-
-
 def _top_module(dotted: str) -> str:
   parts = dotted.split('.')
   return parts[1] if len(parts) > 1 else ''
@@ -46,11 +38,6 @@ def _deeplab_imports(path: pathlib.Path):
       continue
     for name in names:
       yield node.lineno, name
-
-
-def _top_level_import_lines(path: pathlib.Path):
-  tree = ast.parse(path.read_text(), filename=str(path))
-  return {node.lineno for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))}
 
 
 def _library_files():
@@ -71,12 +58,6 @@ def test_library_modules_import_only_downwards(path):
     assert not name.startswith(('absl.flags', 'deeplab.tools', 'deeplab.datasets')), (
         f'{path.relative_to(REPO)}:{line}: the library must not import {name} '
         f'(flags and command-line tools stay in tools/).')
-    if any(m == module and (name == allowed or name.startswith(allowed + '.'))
-           for m, allowed in DEFERRED_UPWARD_IMPORTS):
-      assert line not in _top_level_import_lines(path), (
-          f'{path.relative_to(REPO)}:{line}: {name} may only be imported inside the function '
-          f'that needs it.')
-      continue
     if name.startswith('deeplab.') and name.split('.')[1] in LEVELS:
       imported = _top_module(name)
       assert LEVELS[imported] <= LEVELS[module], (

@@ -13,7 +13,7 @@ from deeplab import ModelConfig, build_model
 from deeplab.checkpoints import (CheckpointMismatchError, is_official_checkpoint,
                                  load_official_checkpoint, official_weight_names,
                                  restore_weights, save_model)
-from deeplab.checkpoints.architecture import config_from_variables
+from deeplab.checkpoints.architecture import config_from_checkpoint, config_from_variables
 from deeplab.model import end_points
 
 OFFICIAL = ('reference', 'official')
@@ -249,7 +249,7 @@ def test_model_with_atrous_branches_is_told_the_checkpoint_has_none(shared):
   assert 'concat_projection/weights: checkpoint [1, 1, 512, 256], model [1, 1, 1280, 256]' in (
       message)
   assert 'the checkpoint has no ASPP atrous branches: set model.atrous_rates=[]' in message
-  assert f"ModelConfig.from_checkpoint('{path}/model.ckpt')" in message
+  assert f"deeplab.config_from_checkpoint('{path}/model.ckpt')" in message
 
 
 def test_config_from_a_tarball_folder_fits_its_checkpoint_and_names_what_it_read(tmp_path):
@@ -257,11 +257,11 @@ def test_config_from_a_tarball_folder_fits_its_checkpoint_and_names_what_it_read
   folder = write_official_checkpoint(written, tmp_path / 'zoo_model', name='model.ckpt-30000')
   with pytest.raises(CheckpointMismatchError,
                      match=r'(?s)no ASPP atrous branches: set model.atrous_rates=\[\].*'
-                           r'ModelConfig.from_checkpoint'):
+                           r'deeplab.config_from_checkpoint'):
     load_official_checkpoint(build_model(_tiny(decoder_output_stride=None)), folder)
 
   for path in (folder, f'{folder}/model.ckpt-30000', f'{folder}/model.ckpt-30000.index'):
-    config = ModelConfig.from_checkpoint(path)
+    config = config_from_checkpoint(path)
     assert config == dataclasses.replace(written.config, output_stride=8), path
   report = load_official_checkpoint(build_model(config), folder, strict=True)
   assert len(report.matched) == len(written.weights) and report.skipped == ('global_step',)

@@ -135,7 +135,7 @@ def test_cli_takes_the_model_from_an_official_checkpoint_given_alone(tmp_path):
                  f'--output_dir={tmp_path / "out"}', '--raw')
   assert process.returncode == 0, process.stderr
   labels = decode_label_png((tmp_path / 'out' / 'labels' / 'photo.png').read_bytes())
-  # ModelConfig.from_checkpoint builds the network at the zoo's export stride, 8.
+  # config_from_checkpoint builds the network at the zoo's export stride, 8.
   expected = predict_labels(with_output_stride(model, 8), image[np.newaxis])[0].numpy()
   assert np.mean(labels == expected) >= 0.999
 

@@ -3,7 +3,7 @@
 A tool calls `define_experiment_flags()` at import time and
 `experiment_from_flags()` in its main; the layering is the one of
 `deeplab.config.load_experiment`. A tool given an official checkpoint and no
---experiment takes the model from the checkpoint (`ModelConfig.from_checkpoint`).
+--experiment takes the model from the checkpoint (`config_from_checkpoint`).
 """
 
 import logging as std_logging
@@ -12,14 +12,14 @@ from typing import Any, Dict, Sequence
 
 from absl import app, flags, logging
 
-from deeplab.checkpoints import is_official_checkpoint
+from deeplab.checkpoints import config_from_checkpoint, is_official_checkpoint
 from deeplab.config import ExperimentConfig, ModelConfig, load_experiment, registered_experiments
 from deeplab.hyperparams import ConfigError, override
 
 
 # The end of every --checkpoint flag's help that `experiment_from_flags(checkpoint=...)` reads.
 OFFICIAL_CHECKPOINT_HELP = ('an official checkpoint given without --experiment brings its '
-                            'model (ModelConfig.from_checkpoint).')
+                            'model (config_from_checkpoint).')
 
 
 def define_experiment_flags(default_experiment: str = 'synthetic'):
@@ -85,13 +85,13 @@ def experiment_from_flags(inference_section: str = '', checkpoint: str = '') -> 
     inference_section: with `define_inference_flags`, the experiment field
       ('evaluation' or 'export') their values override.
     checkpoint: the checkpoint the tool runs. Without --experiment, an official
-      checkpoint supplies the model (`ModelConfig.from_checkpoint`), which
+      checkpoint supplies the model (`config_from_checkpoint`), which
       --config_file and --params_override still override.
   """
   values = flags.FLAGS
   model = None
   if checkpoint and not values['experiment'].present and is_official_checkpoint(checkpoint):
-    model = ModelConfig.from_checkpoint(checkpoint)
+    model = config_from_checkpoint(checkpoint)
     logging.info('The model of official checkpoint %s (no --experiment given): %s', checkpoint,
                  model)
   try:

@@ -2,7 +2,7 @@ r"""Imports an official TF1 DeepLab checkpoint (the model zoo) into a `.keras` f
 TF2 checkpoint directory.
 
 Without --experiment the model is read from the checkpoint's weights
-(`ModelConfig.from_checkpoint`; --params_override still applies over it); with
+(`config_from_checkpoint`; --params_override still applies over it); with
 one, it is the experiment's `model` config.
 
 Example:

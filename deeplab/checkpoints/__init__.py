@@ -10,8 +10,8 @@ the official scopes) in `names.py`; nothing else in the package spells them.
   TF2, `.keras` and `.weights.h5` checkpoints.
 - `import_official_checkpoint(config, checkpoint, output)`: the
   `deeplab-import-checkpoint` tool's conversion to a `.keras` file or TF2 checkpoint.
-- `config_from_checkpoint(path)` (`ModelConfig.from_checkpoint`): the config of the
-  network an official checkpoint holds, read from its variable names and shapes.
+- `config_from_checkpoint(path)` (also `deeplab.config_from_checkpoint`): the config
+  of the network an official checkpoint holds, read from its variable names and shapes.
 
 Loading checks the whole checkpoint against the model before assigning anything,
 and a checkpoint that does not fit raises `CheckpointMismatchError` naming the

@@ -3,7 +3,7 @@
 Each hint reads what the checkpoint holds (official names and shapes) and names
 the `ModelConfig` field (in `--params_override` syntax) or loading option that
 would make it fit; for an official checkpoint of a whole network, the last hint
-is `ModelConfig.from_checkpoint`, which reads every setting from it.
+is `config_from_checkpoint`, which reads every setting from it.
 """
 
 from typing import List, Optional
@@ -112,7 +112,7 @@ def _whole_network_hint(source: CheckpointSource) -> List[str]:
   except ValueError:
     return []
   return [f'or take every setting from the checkpoint: '
-          f'ModelConfig.from_checkpoint({source.path!r}) (the tools do so for an official '
+          f'deeplab.config_from_checkpoint({source.path!r}) (the tools do so for an official '
           f'--checkpoint given without --experiment)']
 
 
