@@ -52,7 +52,8 @@ class ModelConfig:
 
   Attributes:
     backbone: one of `SUPPORTED_BACKBONES`.
-    num_classes: number of output classes, including background.
+    num_classes: number of output classes, including background; None (in an
+      experiment) takes it from the training data's `dataset_info.json`.
     output_stride: input size / backbone feature size: 8, 16 or 32.
     atrous_rates: the three ASPP atrous rates; None derives them from the output
       stride (16 -> 6, 12, 18; 8 -> 12, 24, 36); () leaves out the atrous branches
@@ -81,7 +82,7 @@ class ModelConfig:
   """
 
   backbone: str = 'xception_65'
-  num_classes: int = 21
+  num_classes: Optional[int] = 21
   output_stride: int = 16
   atrous_rates: Optional[Tuple[int, ...]] = None
   decoder_output_stride: Optional[int] = 4
@@ -102,7 +103,7 @@ class ModelConfig:
     check_types(self)
     _check_choice('backbone', self.backbone, SUPPORTED_BACKBONES)
     _check_choice('output_stride', self.output_stride, SUPPORTED_OUTPUT_STRIDES)
-    if self.num_classes < 2:
+    if self.num_classes is not None and self.num_classes < 2:
       raise ConfigError(f'ModelConfig.num_classes must be at least 2 (background and '
                         f'one class); got {self.num_classes}.')
     if self.atrous_rates is not None:
@@ -192,7 +193,8 @@ class DataConfig:
     min_scale_factor, max_scale_factor, scale_factor_step_size: random scaling of
       training images (official: 0.5 to 2.0 in steps of 0.25).
     random_flip: random left-right flips in training.
-    ignore_label: label value excluded from loss and metrics (255; 0 for ADE20K).
+    ignore_label: label value excluded from loss and metrics (255; 0 for ADE20K);
+      None takes the dataset's (`dataset_info.json`), else the official 255.
     cache: cache decoded examples in memory (small datasets).
     shuffle_buffer_size: examples in the training shuffle buffer.
   """
@@ -204,7 +206,7 @@ class DataConfig:
   max_scale_factor: float = 2.0
   scale_factor_step_size: float = 0.25
   random_flip: bool = True
-  ignore_label: int = 255
+  ignore_label: Optional[int] = None
   cache: bool = False
   shuffle_buffer_size: int = 1000
 
@@ -222,7 +224,7 @@ class DataConfig:
     if self.scale_factor_step_size < 0:
       raise ConfigError(f'{name}.scale_factor_step_size must be >= 0 (0: continuous); '
                         f'got {self.scale_factor_step_size}.')
-    if not 0 <= self.ignore_label <= 255:
+    if self.ignore_label is not None and not 0 <= self.ignore_label <= 255:
       raise ConfigError(f'{name}.ignore_label must be in [0, 255]; got {self.ignore_label}.')
 
   @property
@@ -247,7 +249,12 @@ class TrainerConfig:
     last_layers_contain_logits_only: the last layers are the logits layer only;
       otherwise also ASPP and the decoder (official default).
     fine_tune_batch_norm: update BatchNorm statistics and parameters; False freezes
-      every BatchNorm layer (needed with small per-replica batches).
+      every BatchNorm layer.
+    precise_batch_norm_batches: when the BatchNorm moving averages cannot have
+      converged (their momentum ** step above 1%: short runs, fine-tuning), they are
+      replaced before each checkpoint and evaluation by the mean batch statistics
+      of this many training batches (`deeplab.training.batch_norm`); 0 keeps the
+      official moving averages.
     freeze_backbone: train the ASPP, decoder and logits only.
     top_k_percent_pixels: hard pixel mining: the loss keeps the hardest fraction
       of pixels (1.0 keeps all).
@@ -260,7 +267,8 @@ class TrainerConfig:
     checkpoint_every_n_steps: steps between checkpoints.
     max_checkpoints_to_keep: checkpoints kept in the model directory.
     log_every_n_steps: steps between progress logs and summaries.
-    eval_every_n_steps: steps between evaluations on eval_data; 0 disables.
+    eval_every_n_steps: steps between evaluations on eval_data; 0 disables; None
+      evaluates at every checkpoint when eval_data's files exist.
   """
   train_steps: int = 30000
   base_learning_rate: float = 0.007
@@ -271,6 +279,7 @@ class TrainerConfig:
   last_layer_gradient_multiplier: float = 1.0
   last_layers_contain_logits_only: bool = False
   fine_tune_batch_norm: bool = True
+  precise_batch_norm_batches: int = 100
   freeze_backbone: bool = False
   top_k_percent_pixels: float = 1.0
   hard_example_mining_step: int = 0
@@ -281,7 +290,7 @@ class TrainerConfig:
   checkpoint_every_n_steps: int = 1000
   max_checkpoints_to_keep: int = 5
   log_every_n_steps: int = 10
-  eval_every_n_steps: int = 0
+  eval_every_n_steps: Optional[int] = None
 
   def __post_init__(self):
     check_types(self)
@@ -290,10 +299,13 @@ class TrainerConfig:
                   'log_every_n_steps'):
       if getattr(self, field) < 1:
         raise ConfigError(f'{name}.{field} must be at least 1; got {getattr(self, field)}.')
-    for field in ('warmup_steps', 'hard_example_mining_step', 'eval_every_n_steps',
+    for field in ('warmup_steps', 'hard_example_mining_step', 'precise_batch_norm_batches',
                   'base_learning_rate', 'end_learning_rate', 'gradient_clip_norm'):
       if getattr(self, field) < 0:
         raise ConfigError(f'{name}.{field} must be >= 0; got {getattr(self, field)}.')
+    if self.eval_every_n_steps is not None and self.eval_every_n_steps < 0:
+      raise ConfigError(f'{name}.eval_every_n_steps must be >= 0 or None; '
+                        f'got {self.eval_every_n_steps}.')
     if not 0 < self.top_k_percent_pixels <= 1:
       raise ConfigError(f'{name}.top_k_percent_pixels must be in (0, 1]; '
                         f'got {self.top_k_percent_pixels}.')
@@ -399,8 +411,14 @@ class RuntimeConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-  """Everything one experiment needs: model, data, schedule, evaluation, export."""
-  model: ModelConfig = ModelConfig()
+  """Everything one experiment needs: model, data, schedule, evaluation, export.
+
+  `model.num_classes` and the splits' `ignore_label` left None come from the
+  converted dataset (`deeplab.data.resolve_dataset_settings`, which training,
+  evaluation and export apply first); a value set here that contradicts the
+  dataset is refused there.
+  """
+  model: ModelConfig = ModelConfig(num_classes=None)
   train_data: DataConfig = DataConfig()
   eval_data: DataConfig = DataConfig(split='val', batch_size=1)
   trainer: TrainerConfig = TrainerConfig()
@@ -411,7 +429,7 @@ class ExperimentConfig:
   def __post_init__(self):
     check_types(self)
     weights = self.trainer.class_weights
-    if weights and len(weights) != self.model.num_classes:
+    if weights and self.model.num_classes and len(weights) != self.model.num_classes:
       raise ConfigError(f'ExperimentConfig.trainer.class_weights must have one weight per '
                         f'class (model.num_classes = {self.model.num_classes}); got '
                         f'{len(weights)}.')
@@ -440,8 +458,9 @@ def registered_experiments() -> Tuple[str, ...]:
 def load_experiment_yaml(path: str) -> Dict[str, Any]:
   """Reads an experiment YAML file, merged over the file its `base:` key names.
 
-  `base` is a path relative to the file's directory (or absolute); bases may have
-  bases of their own. Mappings merge key by key, the file's values winning; any
+  `base` is a path relative to the file's directory (or absolute), or the name of a
+  registered experiment (`pascal_voc_mobilenet_v2`); bases may have bases of their
+  own. Mappings merge key by key, the file's values winning; any
   other value (lists included) replaces the base's.
 
   Raises:
@@ -459,13 +478,17 @@ def _load_with_bases(path: str, chain: Tuple[str, ...]) -> Dict[str, Any]:
   if base is None:
     return values
   if not isinstance(base, str) or not base:
-    raise ConfigError(f'Config file {path}: {BASE_KEY!r} must be the path of a YAML file; '
-                      f'got {base!r}.')
+    raise ConfigError(f'Config file {path}: {BASE_KEY!r} must be the path of a YAML file or '
+                      f'a registered experiment name; got {base!r}.')
   base_path = os.path.join(os.path.dirname(path), base)
-  if not os.path.exists(base_path):
-    raise ConfigError(f'Config file {path}: its {BASE_KEY} {base!r} does not exist '
-                      f'(looked for {base_path}).')
-  return _deep_merge(_load_with_bases(base_path, chain + (path,)), values)
+  if not os.path.isfile(base_path):
+    registered = os.path.join(experiments_dir(), f'{base}.yaml')
+    if os.path.sep in base or not os.path.isfile(registered):
+      raise ConfigError(f'Config file {path}: its {BASE_KEY} {base!r} is neither a file (looked '
+                        f'for {base_path}) nor a registered experiment: '
+                        f'{", ".join(registered_experiments())}.')
+    base_path = registered
+  return _deep_merge(_load_with_bases(os.path.abspath(base_path), chain + (path,)), values)
 
 
 def _deep_merge(base: Dict[str, Any], values: Dict[str, Any]) -> Dict[str, Any]:

@@ -19,7 +19,7 @@ from absl import logging
 from deeplab import kernels
 from deeplab.backbones import build_backbone, get_backbone_spec
 from deeplab.config import SUPPORTED_PRECISIONS, ModelConfig
-from deeplab.hyperparams import from_dict, to_dict
+from deeplab.hyperparams import ConfigError, from_dict, to_dict
 from deeplab.layers import (ASPP, ConvBN, Decoder, ImageNormalization, ResizeLike,
                             batch_norm_args)
 
@@ -156,6 +156,9 @@ def build_model(config: ModelConfig, precision: Optional[str] = None) -> DeepLab
   """
   if not isinstance(config, ModelConfig):
     raise TypeError(f'build_model expects a deeplab.ModelConfig; got {type(config).__name__}.')
+  if config.num_classes is None:
+    raise ConfigError('ModelConfig.num_classes is None: set it, or build the model of an '
+                      'experiment whose data says it (deeplab.data.resolve_dataset_settings).')
   with precision_policy(precision):
     return DeepLabModel(config)
 

@@ -34,6 +34,7 @@ from deeplab.config import ExperimentConfig
 from deeplab.data.colormaps import colorize, load_colormap
 from deeplab.data.info import CITYSCAPES_TRAIN_IDS
 from deeplab.data.png import decode_label_png, encode_label_png, encode_palette_png
+from deeplab.data.settings import resolve_dataset_settings
 from deeplab.files import atomic_write
 from deeplab.model import build_model
 from deeplab.predict import label_predictor, load_label_predictor
@@ -345,6 +346,7 @@ def load_predictor(experiment: ExperimentConfig, checkpoint: str = '',
     raise ValueError('Predict from either a checkpoint or a SavedModel (exactly one).')
   if saved_model:
     return load_label_predictor(saved_model)
+  experiment = resolve_dataset_settings(experiment)
   evaluation = experiment.evaluation
   config = experiment.model
   if evaluation.output_stride:

@@ -102,8 +102,19 @@ def test_base_cycles_and_missing_bases_are_named(tmp_path):
   with pytest.raises(ConfigError, match=r'cycle.*a\.yaml'):
     load_experiment_yaml(str(tmp_path / 'a.yaml'))
   (tmp_path / 'c.yaml').write_text('base: nowhere.yaml\n')
-  with pytest.raises(ConfigError, match=r'c\.yaml.*nowhere\.yaml.*does not exist'):
+  with pytest.raises(ConfigError, match=r'c\.yaml.*nowhere\.yaml.*is neither a file.*nor a '
+                                        r'registered experiment: .*pascal_voc_mobilenet_v2'):
     load_experiment_yaml(str(tmp_path / 'c.yaml'))
+
+
+def test_base_may_name_a_registered_experiment_and_a_file_beside_wins(tmp_path):
+  mine = tmp_path / 'mine.yaml'
+  mine.write_text('base: pascal_voc_mobilenet_v2\ntrain_data: {dataset_dir: /data/mine}\n')
+  config = load_experiment(str(mine))
+  assert config == load_experiment('pascal_voc_mobilenet_v2', (),
+                                   'train_data.dataset_dir=/data/mine')
+  (tmp_path / 'pascal_voc_mobilenet_v2').write_text('model: {num_classes: 3}\n')
+  assert load_experiment(str(mine)).model.num_classes == 3
 
 
 @pytest.mark.parametrize('text, message', [

@@ -16,7 +16,7 @@ import tensorflow as tf
 from deeplab.config import ConfigError, load_experiment
 from deeplab.data.synthetic import generate_example
 from deeplab.training import (TrainingDivergedError, check_experiment, prepare_model_dir,
-                              train)
+                              resolve_training_settings, train)
 from deeplab.distribute import per_replica_batch_size, resolve_model_config
 
 TINY = ('model.depth_multiplier=0.25,model.aspp_convs_filters=16,model.decoder_filters=16,'
@@ -102,7 +102,9 @@ def test_small_model_learns_the_synthetic_dataset(synthetic_dir, tmp_path):
       'ckpt-120.index', 'ckpt-80.index']
   saved = load_experiment(str(tmp_path / 'config.yaml'))
   assert saved.model.sync_batch_norm is False  # resolved: one replica
-  assert dataclasses.replace(saved, model=config.model) == config
+  # Saved as resolved: the dataset's ignore label, the model's replicas.
+  assert saved.train_data.ignore_label == saved.eval_data.ignore_label == 255
+  assert dataclasses.replace(saved, model=config.model) == resolve_training_settings(config)
   for scalar in ('loss', 'total_loss', 'learning_rate', 'train_miou', 'images_per_second'):
     assert summaries[scalar][0] == 'scalars'
   plugin, images = summaries['samples/image_labels_predictions']

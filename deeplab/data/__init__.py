@@ -13,6 +13,7 @@ from deeplab.data.info import (DatasetInfo, SplitInfo, get_dataset_info, read_da
                                write_dataset_info)
 from deeplab.data.pipeline import build_dataset, measure_throughput
 from deeplab.data.png import decode_label_png, encode_palette_png
+from deeplab.data.settings import resolve_dataset_settings
 
 __all__ = [
     'DatasetInfo',
@@ -25,5 +26,6 @@ __all__ = [
     'get_dataset_info',
     'measure_throughput',
     'read_dataset_info',
+    'resolve_dataset_settings',
     'write_dataset_info',
 ]

@@ -22,8 +22,9 @@ from absl import logging
 import tensorflow as tf
 
 from deeplab.checkpoints import restore_weights
-from deeplab.config import ConfigError, ExperimentConfig
-from deeplab.data import DatasetInfo, build_dataset, read_dataset_info
+from deeplab.config import ExperimentConfig
+from deeplab.data import DatasetInfo, build_dataset, resolve_dataset_settings
+from deeplab.data.settings import dataset_info_or_none
 from deeplab.distribute import build_strategy
 from deeplab.evaluation.evaluator import EvalResult, Evaluator
 from deeplab.evaluation.reporting import write_results, write_summaries
@@ -153,6 +154,7 @@ def run_evaluation(experiment: ExperimentConfig, checkpoint: str, *, output_dir:
   if continuous and not tf.io.gfile.isdir(checkpoint):
     raise ValueError(f'Continuous evaluation follows a model directory; {checkpoint} is not '
                      f'a directory.')
+  experiment = resolve_dataset_settings(experiment)
   data = experiment.eval_data
   info = eval_dataset_info(experiment)
   class_names = info.class_names if info and info.class_names else None
@@ -191,19 +193,12 @@ def run_evaluation(experiment: ExperimentConfig, checkpoint: str, *, output_dir:
 
 
 def eval_dataset_info(experiment: ExperimentConfig) -> Optional[DatasetInfo]:
-  """The eval set's `dataset_info.json`, checked against the experiment; None if absent."""
+  """The eval set's `dataset_info.json` (checked against the experiment by
+  `resolve_dataset_settings`); None if absent."""
   data = experiment.eval_data
-  try:
-    info = read_dataset_info(data.dataset_dir)
-  except FileNotFoundError:
+  info = dataset_info_or_none(data.dataset_dir)
+  if info is None:
     # Records from the official conversion scripts come without it.
     logging.warning('No dataset_info.json in %s; classes are named by their ids.',
                     data.dataset_dir)
-    return None
-  if info.num_classes != experiment.model.num_classes:
-    raise ConfigError(f'model.num_classes is {experiment.model.num_classes} but the dataset '
-                      f'in {data.dataset_dir} has {info.num_classes} classes.')
-  if info.ignore_label != data.ignore_label:
-    raise ConfigError(f'eval_data.ignore_label is {data.ignore_label} but the dataset in '
-                      f'{data.dataset_dir} uses {info.ignore_label}.')
   return info

@@ -31,6 +31,7 @@ from absl import logging
 from deeplab import kernels
 from deeplab.checkpoints import restore_weights
 from deeplab.config import ExperimentConfig, ExportConfig
+from deeplab.data import resolve_dataset_settings
 from deeplab.export.parity import Agreement, check, sample_images
 from deeplab.export.saved_model import (saved_model_parity, version_path,
                                         write_saved_model, write_warmup_requests)
@@ -170,6 +171,7 @@ def export_from_checkpoint(experiment: ExperimentConfig,
     ParityError, ValueError: from `export_model`.
   """
   version_path(export_dir, version)  # An existing version fails before the slow part.
+  experiment = resolve_dataset_settings(experiment)
   model = build_model(experiment.model, precision=experiment.runtime.mixed_precision_dtype)
   restored = restore_weights(model, checkpoint, strict=True)
   logging.info('%s', restored.summary())

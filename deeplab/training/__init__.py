@@ -10,7 +10,7 @@
 from deeplab.training.checkpointing import TrainingCheckpoints, prepare_model_dir
 from deeplab.distribute import build_strategy, resolve_model_config
 from deeplab.training.loop import (TrainingDivergedError, TrainResult, check_experiment,
-                                   train)
+                                   resolve_training_settings, train)
 from deeplab.training.step import TrainStep, build_train_step
 
 __all__ = [
@@ -23,5 +23,6 @@ __all__ = [
     'check_experiment',
     'prepare_model_dir',
     'resolve_model_config',
+    'resolve_training_settings',
     'train',
 ]

@@ -40,7 +40,8 @@ CHECKPOINT_NAME = 'ckpt'
 RESUMABLE_SETTINGS = (
     'trainer.train_steps', 'trainer.checkpoint_every_n_steps',
     'trainer.max_checkpoints_to_keep', 'trainer.log_every_n_steps',
-    'trainer.eval_every_n_steps', 'trainer.initial_checkpoint',
+    'trainer.eval_every_n_steps', 'trainer.precise_batch_norm_batches',
+    'trainer.initial_checkpoint',
     'trainer.initialize_last_layer', 'train_data.dataset_dir', 'train_data.cache',
     'eval_data', 'evaluation', 'export', 'model.sync_batch_norm',
     'runtime.distribution_strategy', 'runtime.tpu', 'runtime.enable_xla',

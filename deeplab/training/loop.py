@@ -16,7 +16,16 @@ checkpoint interval.)
 
 A NaN or Inf loss, or labels outside [0, num_classes) and not the ignore label,
 stop the run with an error before the next checkpoint, so the last checkpoint is
-the last good state. SIGTERM (preemption) and SIGINT finish the current chunk,
+the last good state.
+
+The classes and ignore labels the experiment leaves unset come from the converted
+datasets (`deeplab.data.resolve_dataset_settings`). Before training, the setup is
+checked for known traps (`deeplab.training.advice`: small BatchNorm batches,
+moving averages that cannot converge, crops mostly padding, rare classes), each
+logged once as a warning. BatchNorm moving statistics that cannot have converged
+are recomputed from training batches before each checkpoint and evaluation
+(`deeplab.training.batch_norm`), and a final model that predicts one class
+everywhere, or evaluates far below its training mIoU, is reported. SIGTERM (preemption) and SIGINT finish the current chunk,
 save a checkpoint and return with `preempted=True`.
 
 Example:
@@ -42,13 +51,15 @@ from absl import logging
 
 from deeplab import distribute
 from deeplab.config import DataConfig, ExperimentConfig
-from deeplab.data import build_dataset, read_dataset_info
+from deeplab.data import build_dataset, resolve_dataset_settings
+from deeplab.data.settings import dataset_info_or_none as _dataset_info
 from deeplab.evaluation import EvalResult, Evaluator, write_results, write_summaries
 from deeplab.evaluation.runner import EVAL_SUBDIR, eval_dataset_info
 from deeplab.hyperparams import to_dict
+from deeplab.metrics import confusion_matrix
 from deeplab.predict import predict_labels
 from deeplab.schedules import build_learning_rate
-from deeplab.training import checkpointing
+from deeplab.training import advice, batch_norm, checkpointing
 from deeplab.training.reporting import ProgressReporter
 from deeplab.training.step import build_train_step, dropout_generators
 
@@ -73,12 +84,15 @@ class TrainResult:
     checkpoint: the last checkpoint written or restored ('' if none).
     preempted: stopped early by SIGTERM / SIGINT, after saving a checkpoint.
     evaluations: the periodic evaluation results, oldest first.
+    warnings: the warnings logged about the setup (before training) and the
+      trained model (at the end).
   """
   step: int
   metrics: Dict[str, float]
   checkpoint: str
   preempted: bool = False
   evaluations: Tuple[EvalResult, ...] = ()
+  warnings: Tuple[str, ...] = ()
 
 
 def data_seed(seed: int, step: int) -> int:
@@ -99,6 +113,9 @@ def check_experiment(config: ExperimentConfig, dataset_fn: Optional[DatasetFn] =
     _check_data(config.train_data, 'train_data')
   if trainer.eval_every_n_steps:
     _check_data(config.eval_data, 'eval_data')
+  if trainer.eval_every_n_steps is None and not _has_eval_data(config):
+    logging.info('No evaluation during training: no eval_data files match %r '
+                 '(trainer.eval_every_n_steps).', config.eval_data.file_pattern)
   path = trainer.initial_checkpoint
   if path and not (tf.io.gfile.exists(path) or tf.io.gfile.exists(path + '.index')):
     raise FileNotFoundError(f'trainer.initial_checkpoint {path} does not exist (neither a '
@@ -107,6 +124,22 @@ def check_experiment(config: ExperimentConfig, dataset_fn: Optional[DatasetFn] =
       config.runtime.mixed_precision_dtype == 'mixed_float16'):
     raise ValueError('runtime.mixed_precision_dtype: TPUs compute in bfloat16; use '
                      'mixed_bfloat16 with the tpu strategy.')
+
+
+def _has_eval_data(config: ExperimentConfig) -> bool:
+  return bool(config.eval_data.dataset_dir and tf.io.gfile.glob(config.eval_data.file_pattern))
+
+
+def resolve_training_settings(config: ExperimentConfig) -> ExperimentConfig:
+  """`config` with what its data decides: classes and ignore labels from the datasets
+  (`resolve_dataset_settings`), and evaluation at every checkpoint when
+  `trainer.eval_every_n_steps` is None and the evaluation split exists."""
+  config = resolve_dataset_settings(config)
+  if config.trainer.eval_every_n_steps is None:
+    every = config.trainer.checkpoint_every_n_steps if _has_eval_data(config) else 0
+    config = dataclasses.replace(
+        config, trainer=dataclasses.replace(config.trainer, eval_every_n_steps=every))
+  return config
 
 
 def _check_data(data: DataConfig, field: str) -> None:
@@ -140,6 +173,7 @@ def train(config: ExperimentConfig, model_dir: str, *,
     TrainingDivergedError: the loss became NaN or Inf.
   """
   check_experiment(config, dataset_fn)
+  config = resolve_training_settings(config)
   dataset_fn = dataset_fn or build_dataset
   runtime = config.runtime
   if runtime.deterministic:
@@ -156,6 +190,11 @@ def train(config: ExperimentConfig, model_dir: str, *,
 
   train_step = build_train_step(config, strategy)
   model, optimizer = train_step.model, train_step.optimizer
+  warnings = advice.setup_warnings(
+      config, _dataset_info(config.train_data.dataset_dir), strategy.num_replicas_in_sync,
+      max((layer.momentum for layer in batch_norm.trained_batch_norms(model)), default=0.0))
+  for warning in warnings:
+    logging.warning('%s', warning)
   checkpoints = checkpointing.TrainingCheckpoints(
       model_dir, model, optimizer, strategy, config.trainer.max_checkpoints_to_keep,
       extra={'dropout_rng': dropout_generators(model)})
@@ -165,7 +204,8 @@ def train(config: ExperimentConfig, model_dir: str, *,
                                      config.trainer.initialize_last_layer)
   reporter = ProgressReporter(model_dir, config.trainer.train_steps, is_chief, progress_bar,
                               _colormap(config), config.train_data.ignore_label)
-  loop = _Loop(config, model_dir, strategy, train_step, checkpoints, reporter, dataset_fn)
+  loop = _Loop(config, model_dir, strategy, train_step, checkpoints, reporter, dataset_fn,
+               warnings)
   with _stop_on_signals() as stop_requested:
     return loop.run(step, stop_requested)
 
@@ -205,7 +245,7 @@ class _Loop:
   """The chunked training loop of `train` (one instance per run)."""
 
   def __init__(self, config, model_dir, strategy, train_step, checkpoints, reporter,
-               dataset_fn):
+               dataset_fn, warnings):
     self.config = config
     self.trainer = config.trainer
     self.model_dir = model_dir
@@ -222,6 +262,9 @@ class _Loop:
     self.eval_writer = None
     self.evaluations = []
     self.sample_batch = None
+    self.sample_predictions = None
+    self.warnings = list(warnings)
+    self.batch_norm_refreshed_at = None
 
   def _train_dataset(self, seed: int, input_context=None, batch_size=None):
     data = self.config.train_data
@@ -280,13 +323,66 @@ class _Loop:
                         step, checkpoint)
         break
       if step % trainer.checkpoint_every_n_steps == 0 or step == trainer.train_steps:
+        self._refresh_batch_norm(step)
         checkpoint = self.checkpoints.save(step)
         self._write_sample_images(step)
       if trainer.eval_every_n_steps and (step % trainer.eval_every_n_steps == 0 or
                                          step == trainer.train_steps):
+        self._refresh_batch_norm(step)
         self._evaluate(step)
+    if step >= trainer.train_steps and not preempted:
+      self._check_final_model(step, metrics)
     self.reporter.flush()
-    return TrainResult(step, metrics, checkpoint, preempted, tuple(self.evaluations))
+    return TrainResult(step, metrics, checkpoint, preempted, tuple(self.evaluations),
+                       tuple(self.warnings))
+
+  def _refresh_batch_norm(self, step: int) -> None:
+    """Recomputes the BatchNorm moving statistics if they cannot have converged."""
+    # At most a quarter of a checkpoint interval's batches (forward passes only), so
+    # recomputing costs under a tenth of the training time.
+    batches = min(self.trainer.precise_batch_norm_batches, step,
+                  max(1, self.trainer.checkpoint_every_n_steps // 4))
+    share = batch_norm.staleness(self.model, step)
+    if not batches or self.batch_norm_refreshed_at == step or share <= batch_norm.STALE_SHARE:
+      return
+    logging.info('Step %d: the BatchNorm moving averages still hold %.0f%% of their initial '
+                 'values; recomputing them from %d training batches '
+                 '(trainer.precise_batch_norm_batches).', step, 100 * share, batches)
+    start_time = time.perf_counter()
+    # A stream of its own, so the training stream is the same with and without it.
+    seed = data_seed(self.config.runtime.seed, -2 - step)
+    dataset = self.strategy.distribute_datasets_from_function(
+        lambda context: self._train_dataset(seed, context))
+    recomputed, kept = batch_norm.recompute_moving_statistics(self.model, iter(dataset), batches,
+                                                               self.strategy)
+    logging.info('Recomputed the statistics of %d BatchNorm layers in %.1f s.',
+                 recomputed - kept, time.perf_counter() - start_time)
+    if kept:
+      logging.warning('%d BatchNorm layers kept their moving averages: a training batch gave '
+                      'them a NaN or Inf statistic (non-finite input images?).', kept)
+    self.batch_norm_refreshed_at = step
+
+  def _check_final_model(self, step: int, metrics: Dict[str, float]) -> None:
+    """Warns when the trained model's evaluation (or, without one, its predictions on
+    training crops) collapsed."""
+    train_miou = metrics.get('train_miou')
+    if self.evaluations and self.evaluations[-1].step == step:
+      result = self.evaluations[-1]
+      confusion, what = result.confusion_matrix, f'The evaluation at step {step}'
+      class_names = result.metrics.class_names
+    elif self.sample_predictions is not None:
+      labels = self.sample_batch['labels'].numpy()
+      predictions = self.sample_predictions
+      confusion = confusion_matrix(labels, predictions, self.config.model.num_classes,
+                                   mask=labels != self.config.train_data.ignore_label).numpy()
+      what = f'At step {step}, the model (inference mode) on {len(labels)} training crops'
+      class_names = ()
+    else:
+      return
+    warning = advice.collapse_warning(confusion, train_miou, self.config, what, class_names)
+    if warning:
+      logging.warning('%s', warning)
+      self.warnings.append(warning)
 
   def _check(self, metrics: Dict[str, float], start: int, stop: int) -> None:
     if metrics['invalid_label_pixels']:
@@ -313,10 +409,10 @@ class _Loop:
                                     batch_size=NUM_SAMPLE_IMAGES)
       self.sample_batch = next(iter(dataset.take(1)))
     images = self.sample_batch['images']
-    predictions = predict_labels(self.model, images)
+    self.sample_predictions = predict_labels(self.model, images).numpy()
     if self.is_chief:
-        self.reporter.sample_images(step, images.numpy(), self.sample_batch['labels'].numpy(),
-                                  predictions.numpy())
+      self.reporter.sample_images(step, images.numpy(), self.sample_batch['labels'].numpy(),
+                                  self.sample_predictions)
 
   def _evaluate(self, step: int) -> None:
     data = self.config.eval_data
@@ -336,17 +432,11 @@ class _Loop:
     result = self.evaluator.evaluate(dataset, step=step)
     logging.info('Evaluation at step %d: mIoU %.4f, pixel accuracy %.4f.', step,
                  result.metrics.mean_iou, result.metrics.pixel_accuracy)
+    self.reporter.report_evaluation(step, result.metrics.mean_iou)
     if self.is_chief:
       write_results(result, f'{self.model_dir}/{EVAL_SUBDIR}')
       write_summaries(result, self.eval_writer, step)
     self.evaluations.append(result)
-
-
-def _dataset_info(dataset_dir: str):
-  try:
-    return read_dataset_info(dataset_dir)
-  except (FileNotFoundError, ValueError):
-    return None
 
 
 def _any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:

@@ -50,7 +50,8 @@ class ProgressReporter:
     self._writer = (tf.summary.create_file_writer(os.path.join(model_dir, SUMMARY_SUBDIR))
                     if write_summaries else tf.summary.create_noop_writer())
     self._bar = (tf_keras.utils.Progbar(train_steps, unit_name='step',
-                                        stateful_metrics=['loss', 'lr', 'mIoU', 'img/s'])
+                                        stateful_metrics=['loss', 'lr', 'mIoU', 'img/s',
+                                                          'eval mIoU'])
                  if progress_bar else None)
 
   def report(self, step: int, metrics: Dict[str, float], learning_rate: float,
@@ -69,6 +70,11 @@ class ProgressReporter:
     if self._bar is not None:
       self._bar.update(step, [('loss', metrics['loss']), ('lr', learning_rate),
                               ('mIoU', metrics['train_miou']), ('img/s', images_per_second)])
+
+  def report_evaluation(self, step: int, mean_iou: float) -> None:
+    """Shows an evaluation's mIoU in the progress bar (the evaluator logs and writes it)."""
+    if self._bar is not None:
+      self._bar.update(step, [('eval mIoU', mean_iou)])
 
   def sample_images(self, step: int, images, labels, predictions) -> None:
     """Writes each image beside its coloured labels and predictions.

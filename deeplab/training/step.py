@@ -36,6 +36,7 @@ import tensorflow as tf
 import tf_keras
 
 from deeplab.config import ExperimentConfig
+from deeplab.data import resolve_dataset_settings
 from deeplab.losses import (hard_pixel_fraction, loss_normalizer, regularized_kernels,
                             softmax_cross_entropy, weight_decay_loss)
 from deeplab.metrics import confusion_matrix, count_invalid_labels, segmentation_metrics
@@ -233,6 +234,7 @@ def build_train_step(config: ExperimentConfig,
     >>> step(iter(batches), 10)  # ten steps on {'images', 'labels'} batches  # doctest: +SKIP
   """
   strategy = strategy or tf.distribute.get_strategy()
+  config = resolve_dataset_settings(config)
   with strategy.scope():
     with _checkpointable_dropout():
       model = build_model(config.model, precision=config.runtime.mixed_precision_dtype)
