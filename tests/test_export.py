@@ -384,3 +384,31 @@ def test_missing_onnx_extra_fails_first_and_names_the_install_command(model, tmp
   with pytest.raises(ImportError, match=r"pip install 'deeplab\[onnx\]'"):
     export_model(model, str(tmp_path / 'serving'), EXPORT, onnx=True)
   assert not os.path.exists(tmp_path / 'serving')
+
+
+@needs_onnx
+def test_runtimes_benchmark_times_each_runtime_on_the_export_as_ratios(export, monkeypatch):
+  from deeplab.benchmark import BenchmarkConfig, runtimes  # pylint: disable=import-outside-toplevel
+  # This module's export, instead of exporting the benchmark's model again.
+  monkeypatch.setattr(runtimes, 'export_model', lambda *args, **kwargs: export)
+  # A process per runtime; the next test measures one.
+  monkeypatch.setattr(runtimes, 'peak_resident_mib', lambda runtime, path, size: 1.0)
+  config = BenchmarkConfig(backbone='mobilenet_v2', size=(65, 65), runs=2, warmup=1)
+  result = runtimes.measure_runtimes(config, model=object())
+  measured = list(result['runtimes'])
+  assert measured == [name for name in runtimes.RUNTIMES if name not in result['not_installed']]
+  assert measured[:2] == ['tensorflow', 'onnxruntime']
+  assert result['onnx_size_bytes'] == export.onnx.size_bytes
+  tensorflow = result['runtimes']['tensorflow']['seconds']['median']
+  for values in result['runtimes'].values():
+    assert values['seconds']['runs'] == 2
+    assert values['ratio_to_tensorflow'] == pytest.approx(
+        values['seconds']['median'] / tensorflow, rel=1e-2)
+    assert values['label_agreement_with_tensorflow'] >= 0.999
+    assert values['peak_resident_mib'] == 1.0
+
+
+@needs_onnx
+def test_peak_memory_of_a_runtime_is_measured_in_a_process_of_its_own(export):
+  from deeplab.benchmark import runtimes  # pylint: disable=import-outside-toplevel
+  assert runtimes.peak_resident_mib('onnxruntime', export.onnx.path, (65, 65)) > 10
