@@ -14,7 +14,7 @@ install: $(INSTALLED)
 $(INSTALLED): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,onnx,openvino]'
 	touch $(INSTALLED)
 
 # Every test with oneDNN's x86 kernels, then the `portable` ones with TensorFlow's

@@ -51,6 +51,10 @@ setup(
         'coco': ['pycocotools>=2.0.7'],
         # TF Serving warm-up requests in exported SavedModels, and gRPC clients.
         'serving': ['tensorflow-serving-api~=2.21.0'],
+        # deeplab-export --onnx: tf2onnx converts, ONNX Runtime runs the parity gate.
+        'onnx': ['tf2onnx>=1.17', 'onnx>=1.16', 'onnxruntime>=1.20'],
+        # OpenVINO runs model.onnx as it is (tests, deeplab-benchmark --measurements=runtimes).
+        'openvino': ['openvino>=2025.0'],
     },
     entry_points={
         'console_scripts': [

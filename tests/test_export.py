@@ -1,9 +1,11 @@
-"""Exporting for TF Serving: layout, signatures, parity gate, guards, no retracing.
+"""Exporting for TF Serving and ONNX: layout, signatures, parity gates, guards, no
+retracing; OpenVINO reads the ONNX model.
 
-One tiny DeepLabV3+ (MobileNetV2 x0.25, decoder) is exported once per module and
-every test reads that export.
+One tiny DeepLabV3+ (MobileNetV2 x0.25, decoder) is exported once per module (with
+model.onnx where the onnx extra is installed) and every test reads that export.
 """
 
+import importlib.util
 import os
 import pathlib
 import re
@@ -20,9 +22,9 @@ import yaml
 from deeplab import ModelConfig, build_model
 from deeplab.config import ExportConfig
 from deeplab.data.synthetic import generate_example
-from deeplab.export import (PADDED_LABEL, SIGNATURES, ParityError, ServingModule, export_model,
-                            exporter)
-from deeplab.export.parity import Agreement, check, sample_images
+from deeplab.export import (ONNX_FILENAME, PADDED_LABEL, SIGNATURES, ParityError,
+                            ServingModule, export_model, exporter, onnx_model)
+from deeplab.export.parity import Agreement, check, reference_labels, sample_images
 from deeplab.export.saved_model import (next_version, saved_model_agreements, version_path,
                                         write_saved_model, write_warmup_requests)
 from deeplab.predict import predict_labels
@@ -33,6 +35,10 @@ CONFIG = ModelConfig(backbone='mobilenet_v2', num_classes=NUM_CLASSES, depth_mul
                      aspp_convs_filters=16, decoder_filters=16)
 EXPORT = ExportConfig(include_probabilities=True)
 BIN = pathlib.Path(sys.executable).parent
+ONNX_INSTALLED = all(importlib.util.find_spec(name) for name in ('tf2onnx', 'onnxruntime'))
+needs_onnx = pytest.mark.skipif(
+    not ONNX_INSTALLED,
+    reason=f'the onnx extra is not installed ({onnx_model.INSTALL_COMMAND})')
 
 
 def seeded_model(config, seed):
@@ -50,7 +56,7 @@ def model():
 @pytest.fixture(scope='module')
 def export(model, tmp_path_factory):
   export_dir = tmp_path_factory.mktemp('serving') / 'deeplab'
-  return export_model(model, str(export_dir), EXPORT)
+  return export_model(model, str(export_dir), EXPORT, onnx=ONNX_INSTALLED)
 
 
 @pytest.fixture(scope='module')
@@ -210,7 +216,8 @@ def test_writing_the_saved_model_traces_each_function_once(model, tmp_path):
 
 def test_parity_gate_catches_an_export_of_other_weights(signatures):
   other = ServingModule(seeded_model(CONFIG, seed=2), EXPORT)  # same network, other weights
-  agreements = saved_model_agreements(signatures, other, sample_images())
+  agreements = saved_model_agreements(signatures, reference_labels(other, sample_images()),
+                                      sample_images())
   assert all(a.agreement < 0.999 for a in agreements)
   with pytest.raises(ParityError, match='serving_default: labels agree with the Keras model'):
     check(agreements)
@@ -299,3 +306,109 @@ def test_resnet_family_passes_the_parity_gate(tmp_path):
   report = export_model(seeded_model(config, seed=3), str(tmp_path), ExportConfig())
   assert [a.passed for a in report.agreements] == [True, True, True]
   assert os.listdir(tmp_path) == ['1']
+
+
+def with_input_scale(serialized: bytes, scale: float) -> bytes:
+  """The ONNX model with its uint8 input pixels multiplied by `scale` first: a
+  conversion that got the input's scale wrong."""
+  import onnx  # pylint: disable=import-outside-toplevel
+  model = onnx.ModelProto.FromString(serialized)
+  graph = model.graph
+  for node in graph.node:
+    node.input[:] = ['scaled_images' if name == 'images' else name for name in node.input]
+  scaling = [
+      onnx.helper.make_node('Cast', ['images'], ['float_images'], to=onnx.TensorProto.FLOAT),
+      onnx.helper.make_node('Mul', ['float_images', 'input_scale'], ['float_scaled_images']),
+      onnx.helper.make_node('Cast', ['float_scaled_images'], ['scaled_images'],
+                            to=onnx.TensorProto.UINT8),
+  ]
+  graph.initializer.append(onnx.numpy_helper.from_array(np.float32(scale), 'input_scale'))
+  nodes = scaling + list(graph.node)
+  del graph.node[:]
+  graph.node.extend(nodes)
+  return model.SerializeToString()
+
+
+@needs_onnx
+def test_onnx_model_passes_its_gate_and_labels_like_keras_at_another_size(export, model):
+  assert export.onnx.agreement.passed and export.onnx.agreement.agreement >= 0.999
+  assert export.onnx.path == os.path.join(export.path, ONNX_FILENAME)
+  assert export.onnx.size_bytes == os.path.getsize(export.onnx.path) > 0
+  assert 'onnx (ONNX Runtime): labels agree with the Keras model' in export.summary()
+
+  session = onnx_model.onnx_session(export.onnx.path)
+  assert [(i.name, i.type) for i in session.get_inputs()] == [('images', 'tensor(uint8)')]
+  assert [(o.name, o.type) for o in session.get_outputs()] == [
+      ('labels', 'tensor(int32)'), ('probabilities', 'tensor(float)')]
+  images = np.stack([scene(53, 70, seed) for seed in (7, 8)])  # a size the gate did not see
+  labels, probabilities = session.run(['labels', 'probabilities'], {'images': images})
+  assert labels.shape == (2, 53, 70) and probabilities.shape == (2, 53, 70, NUM_CLASSES)
+  expected = predict_labels(model, images).numpy()
+  assert agreement(expected, labels) >= 0.999, 'ONNX labels differ on more than 0.1%'
+
+
+@needs_onnx
+def test_wrong_input_scale_in_the_onnx_conversion_is_refused_and_leaves_nothing(
+    export, model, tmp_path, monkeypatch):
+  with open(export.onnx.path, 'rb') as f:
+    halved = with_input_scale(f.read(), 0.5)
+  monkeypatch.setattr(onnx_model, 'convert', lambda module: halved)
+  # The SavedModel's own gate is tested above; here it passes without the cost.
+  monkeypatch.setattr(exporter, 'write_saved_model', lambda module, path: None)
+  monkeypatch.setattr(exporter, 'saved_model_parity',
+                      lambda *args: [Agreement('image_tensor', 1.0, 0.999, 100)])
+  with pytest.raises(ParityError, match=r'onnx \(ONNX Runtime\): labels agree with the Keras '
+                                        r'model on \d'):
+    export_model(model, str(tmp_path), EXPORT, onnx=True)
+  assert os.listdir(tmp_path) == []  # no version directory, no model.onnx, no temporary
+
+
+@needs_onnx
+def test_openvino_reads_model_onnx_and_labels_like_keras_in_float32(export, model):
+  openvino = pytest.importorskip(
+      'openvino', reason='OpenVINO is not installed (pip install \'deeplab[openvino]\'); it '
+      'reads model.onnx directly')
+  # On CPUs with bfloat16 units OpenVINO computes in bfloat16 unless told otherwise.
+  compiled = openvino.Core().compile_model(export.onnx.path, 'CPU',
+                                           {'INFERENCE_PRECISION_HINT': 'f32'})
+  image = scene(61, 45, seed=9)[np.newaxis]
+  labels = compiled({'images': image})[compiled.output('labels')]
+  assert labels.shape == (1, 61, 45)
+  assert agreement(keras_labels(model, image[0]), labels[0]) >= 0.999, (
+      'OpenVINO labels differ on more than 0.1%')
+
+
+def test_missing_onnx_extra_fails_first_and_names_the_install_command(model, tmp_path,
+                                                                      monkeypatch):
+  monkeypatch.setitem(sys.modules, 'tf2onnx', None)  # import tf2onnx raises ImportError
+  with pytest.raises(ImportError, match=r"pip install 'deeplab\[onnx\]'"):
+    export_model(model, str(tmp_path / 'serving'), EXPORT, onnx=True)
+  assert not os.path.exists(tmp_path / 'serving')
+
+
+@needs_onnx
+def test_runtimes_benchmark_times_each_runtime_on_the_export_as_ratios(export, monkeypatch):
+  from deeplab.benchmark import BenchmarkConfig, runtimes  # pylint: disable=import-outside-toplevel
+  # This module's export, instead of exporting the benchmark's model again.
+  monkeypatch.setattr(runtimes, 'export_model', lambda *args, **kwargs: export)
+  # A process per runtime; the next test measures one.
+  monkeypatch.setattr(runtimes, 'peak_resident_mib', lambda runtime, path, size: 1.0)
+  config = BenchmarkConfig(backbone='mobilenet_v2', size=(65, 65), runs=2, warmup=1)
+  result = runtimes.measure_runtimes(config, model=object())
+  measured = list(result['runtimes'])
+  assert measured == [name for name in runtimes.RUNTIMES if name not in result['not_installed']]
+  assert measured[:2] == ['tensorflow', 'onnxruntime']
+  assert result['onnx_size_bytes'] == export.onnx.size_bytes
+  tensorflow = result['runtimes']['tensorflow']['seconds']['median']
+  for values in result['runtimes'].values():
+    assert values['seconds']['runs'] == 2
+    assert values['ratio_to_tensorflow'] == pytest.approx(
+        values['seconds']['median'] / tensorflow, rel=1e-2)
+    assert values['label_agreement_with_tensorflow'] >= 0.999
+    assert values['peak_resident_mib'] == 1.0
+
+
+@needs_onnx
+def test_peak_memory_of_a_runtime_is_measured_in_a_process_of_its_own(export):
+  from deeplab.benchmark import runtimes  # pylint: disable=import-outside-toplevel
+  assert runtimes.peak_resident_mib('onnxruntime', export.onnx.path, (65, 65)) > 10

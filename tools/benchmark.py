@@ -5,6 +5,8 @@ r"""Measures DeepLab's speed on this machine; prints one JSON line per measureme
   deeplab-benchmark --precision=mixed_bfloat16 --xla --threads=2,1
   deeplab-benchmark --measurements=agreement --precision=mixed_bfloat16 \
       --images='photos/*.jpg'                         # labels vs float32
+  deeplab-benchmark --measurements=runtimes --size=513,513 --runs=7
+      # the export in TensorFlow, ONNX Runtime, OpenVINO: pip install 'deeplab[onnx,openvino]'
   deeplab-benchmark --table --update_readme=README.md # the README's speed table
   deeplab-benchmark --output=tools/benchmarks/cpu-2core-avx512.json  # keep the results
 

@@ -1,4 +1,4 @@
-r"""deeplab-export: a checkpoint as a TF Serving SavedModel (and TFLite models).
+r"""deeplab-export: a checkpoint as a TF Serving SavedModel (and ONNX, TFLite models).
 
 Writes <export_dir>/<version>/ (version: one more than the highest existing) only
 after the export's predictions match the Keras model's (the parity gate):
@@ -12,6 +12,9 @@ Multi-scale + flip inside the graph, at output stride 8, checked on real images:
 
 An official model-zoo checkpoint, whose weights give the model (no --experiment):
   deeplab-export --checkpoint=deeplabv3_pascal_trainval --export_dir=/tmp/serving/deeplab
+
+Also model.onnx (ONNX Runtime, OpenVINO, TensorRT; needs pip install 'deeplab[onnx]'):
+  deeplab-export ... --onnx
 
 Also TFLite models at 513x513, int8 calibrated on 100 training images:
   deeplab-export ... --tflite=float32,int8 --tflite_input_size=513,513 \
@@ -39,6 +42,9 @@ flags.DEFINE_boolean('include_probabilities', None, 'Also return class probabili
                      'default: the experiment\'s export.include_probabilities.')
 flags.DEFINE_list('sample_images', [], 'Image files or globs the parity gate runs on; '
                   'default: a few synthetic images.')
+flags.DEFINE_boolean('onnx', False, 'Also write model.onnx (the image_tensor signature, '
+                     'opset 17), checked in ONNX Runtime by the parity gate; needs '
+                     "pip install 'deeplab[onnx]'.")
 flags.DEFINE_list('tflite', [], 'TFLite models to write beside the SavedModel: any of '
                   + ', '.join(QUANTIZATIONS) + '.')
 flags.DEFINE_list('tflite_input_size', ['513', '513'], 'Fixed height,width of the TFLite '
@@ -77,7 +83,7 @@ def main(argv):
   report = export_from_checkpoint(experiment, FLAGS.checkpoint, FLAGS.export_dir,
                                   version=FLAGS.version,
                                   sample_image_paths=FLAGS.sample_images,
-                                  tflite=_tflite_configs())
+                                  tflite=_tflite_configs(), onnx=FLAGS.onnx)
   print(report.summary())
   return 0
 

@@ -6,6 +6,8 @@ pipeline and exported models, each against the machine's own ceiling.
 - `BenchmarkConfig`: backbone, output stride, size, batch, precision, XLA, runs.
 - `describe_machine`, `set_threads`, `measure_ceiling`: the machine and its limits.
 - `measure_speed_table`: the README's speed table (every backbone).
+- `measure_runtimes`: the exported model in TensorFlow, ONNX Runtime and OpenVINO,
+  side by side (the `onnx` extra).
 
 Example:
   >>> config = BenchmarkConfig(backbone='mobilenet_v2', size=(65, 65), runs=1, warmup=0)
@@ -20,6 +22,7 @@ from deeplab.benchmark.inference import (EVAL_SCALES, BenchmarkConfig, build_ben
                                          measure_multiscale, measure_saved_model, nominal_cost)
 from deeplab.benchmark.machine import (CEILING_OPS, COMPUTE_DTYPES, describe_machine,
                                        measure_ceiling, set_threads)
+from deeplab.benchmark.runtimes import RUNTIMES, measure_runtimes
 from deeplab.benchmark.runner import (DEFAULT_MEASUREMENTS, MEASUREMENTS, append_results,
                                       run_benchmarks)
 from deeplab.benchmark.table import (MARKER, conv_ceilings, measure_speed_table, speed_rows,
@@ -36,6 +39,7 @@ __all__ = [
     'EVAL_SCALES',
     'MARKER',
     'MEASUREMENTS',
+    'RUNTIMES',
     'Timing',
     'append_results',
     'build_benchmark_model',
@@ -50,6 +54,7 @@ __all__ = [
     'measure_input_pipeline',
     'measure_latency',
     'measure_multiscale',
+    'measure_runtimes',
     'measure_saved_model',
     'measure_speed_table',
     'measure_train_step',

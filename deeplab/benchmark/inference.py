@@ -94,7 +94,8 @@ def forward_function(model: tf_keras.Model, xla: bool = False):
                      input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
 
 
-def _images(batch_size: int, size: Sequence[int], dtype=tf.float32, seed: int = 0):
+def benchmark_images(batch_size: int, size: Sequence[int], dtype=tf.float32, seed: int = 0):
+  """Random pixels 0..255 [batch_size, *size, 3] in `dtype`, repeatable by `seed`."""
   pixels = tf.random.stateless_uniform([batch_size, *size, 3], [seed, 1], 0, 256, tf.int32)
   return tf.cast(pixels, dtype)
 
@@ -147,7 +148,7 @@ def measure_latency(config: BenchmarkConfig, ceiling_gflops: Optional[float] = N
   """
   model = model or build_benchmark_model(config)
   forward = forward_function(model, config.xla)
-  images = _images(batch_size, config.size)
+  images = benchmark_images(batch_size, config.size)
   timing = time_calls(lambda: forward(images).numpy(), config.runs, config.warmup)
   return {'measurement': 'latency' if batch_size == 1 else 'throughput',
           'batch_size': batch_size, 'seconds': timing.as_dict(),
@@ -170,7 +171,7 @@ def measure_multiscale(config: BenchmarkConfig, scales: Sequence[float] = EVAL_S
   single = {scale: tf.function(lambda images, s=scale: predict_probabilities(model, images, (s,)),
                                input_signature=spec, jit_compile=config.xla)
             for scale in scales}
-  images = _images(1, config.size)
+  images = benchmark_images(1, config.size)
   timing = time_calls(lambda: combined(images).numpy(), config.runs, config.warmup)
   passes = {scale: time_calls(lambda f=function: f(images).numpy(), config.runs,
                               config.warmup).median
@@ -192,7 +193,7 @@ def measure_saved_model(config: BenchmarkConfig, model: Optional[tf_keras.Model]
   `export_dir`, or a temporary directory removed afterwards.
   """
   model = model or build_benchmark_model(config)
-  images = _images(1, config.size, tf.uint8)
+  images = benchmark_images(1, config.size, tf.uint8)
   in_process = label_predictor(model)
   with contextlib.ExitStack() as stack:
     if export_dir is None:

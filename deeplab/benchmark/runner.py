@@ -13,14 +13,14 @@ from typing import Any, Dict, Iterator, Optional, Sequence
 
 from absl import logging
 
-from deeplab.benchmark import agreement, inference, training
+from deeplab.benchmark import agreement, inference, runtimes, training
 from deeplab.benchmark.inference import BenchmarkConfig
 from deeplab.benchmark.machine import (CEILING_OPS, COMPUTE_DTYPES, describe_machine,
                                        measure_ceiling)
 from deeplab.files import atomic_write
 
 MEASUREMENTS = ('ceiling', 'cost', 'latency', 'throughput', 'train_step', 'input_pipeline',
-                'saved_model', 'multiscale', 'agreement')
+                'saved_model', 'runtimes', 'multiscale', 'agreement')
 DEFAULT_MEASUREMENTS = ('ceiling', 'cost', 'latency', 'throughput', 'train_step',
                         'input_pipeline', 'saved_model', 'multiscale')
 # Measured by 'ceiling': every op in float32 and bfloat16 (float16 too when asked).
@@ -80,7 +80,8 @@ def run_benchmarks(config: BenchmarkConfig,
   if 'cost' in measurements:
     yield result(inference.measure_cost(config))
   model = None
-  if any(m in measurements for m in ('latency', 'throughput', 'saved_model', 'multiscale')):
+  if any(m in measurements
+         for m in ('latency', 'throughput', 'saved_model', 'runtimes', 'multiscale')):
     model = inference.build_benchmark_model(config)
   if 'latency' in measurements:
     yield result(inference.measure_latency(config, ceiling_gflops, 1, model))
@@ -92,6 +93,8 @@ def run_benchmarks(config: BenchmarkConfig,
     yield result(training.measure_input_pipeline(config))
   if 'saved_model' in measurements:
     yield result(inference.measure_saved_model(config, model))
+  if 'runtimes' in measurements:
+    yield result(runtimes.measure_runtimes(config, model))
   if 'multiscale' in measurements:
     yield result(inference.measure_multiscale(config, model=model))
   if 'agreement' in measurements:

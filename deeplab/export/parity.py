@@ -105,6 +105,17 @@ def _expand(paths: Sequence[str]) -> List[str]:
   return files
 
 
+def reference_labels(module, samples: Sequence[SampleImage]) -> List[np.ndarray]:
+  """What every exported artifact of `module` must predict: the Keras model's labels
+  int32 [H, W] of each sample, run alone at its own size (`module.predict`, eager).
+
+  Args:
+    module: a `deeplab.export.ServingModule`.
+    samples: the gate's images.
+  """
+  return [module.predict(s.pixels[np.newaxis])['labels'][0].numpy() for s in samples]
+
+
 def label_agreement(expected: Sequence[np.ndarray], actual: Sequence[np.ndarray]) -> float:
   """Fraction of pixels, over all pairs of label maps, where the labels are equal."""
   equal = total = 0

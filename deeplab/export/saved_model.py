@@ -73,32 +73,30 @@ def _example(encoded: bytes) -> bytes:
       feature={IMAGE_ENCODED: feature})).SerializeToString()
 
 
-def saved_model_parity(path: str, module: ServingModule,
+def saved_model_parity(path: str, expected: Sequence[np.ndarray],
                        samples: Sequence[SampleImage]) -> List[Agreement]:
   """Loads the SavedModel at `path` and runs `saved_model_agreements` on it."""
   loaded = tf.saved_model.load(path)
-  agreements = saved_model_agreements(loaded.signatures, module, samples)
+  agreements = saved_model_agreements(loaded.signatures, expected, samples)
   for agreement in agreements:
     logging.info('%s', agreement)
   return agreements
 
 
-def saved_model_agreements(signatures: Mapping[str, Callable], module: ServingModule,
+def saved_model_agreements(signatures: Mapping[str, Callable], expected: Sequence[np.ndarray],
                            samples: Sequence[SampleImage]) -> List[Agreement]:
   """Compares each signature of a loaded SavedModel with the Keras model on `samples`.
 
-  The reference is `module.predict` run eagerly on each sample's pixels: the Keras
-  model through `deeplab.predict`. `serving_default` and `tf_example` get all
-  samples in one batch (mixed sizes, so padding is exercised), `image_tensor` one
-  sample at a time.
+  `serving_default` and `tf_example` get all samples in one batch (mixed sizes, so
+  padding is exercised), `image_tensor` one sample at a time.
 
   Args:
     signatures: `tf.saved_model.load(path).signatures` (keep the loaded object).
-    module: the `ServingModule` that was saved.
+    expected: the Keras model's labels of each sample
+      (`deeplab.export.parity.reference_labels` of the saved `ServingModule`).
     samples: the images to compare on.
   """
   logging.info('Parity check of the SavedModel on %d sample images.', len(samples))
-  expected = [module.predict(s.pixels[np.newaxis])['labels'][0].numpy() for s in samples]
   encoded = tf.constant([s.encoded for s in samples])
   outputs = {
       'serving_default': signatures['serving_default'](images=encoded),
