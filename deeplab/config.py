@@ -320,6 +320,49 @@ class TrainerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TilingConfig:
+  """When and how inference runs an image in overlapping tiles, so memory is bounded.
+
+  An image (each scaled copy, at multi-scale) with more pixels than
+  `max_whole_image_pixels` runs tile by tile and the tiles' logits are blended
+  (`deeplab.tiling`): the network's activations, which take over a kilobyte per
+  pixel for Xception-65, then never exceed one tile's.
+
+  The default overlap follows from the receptive field. A tile's edge changes the
+  logits as far in as the network looks across it; the widest reach is the ASPP's
+  largest atrous rate, whose taps sit rate x output stride = 18 x 16 = 288 pixels
+  (36 x 8 at output stride 8) from the pixel, while the backbone's and decoder's
+  3x3 stacks contribute mostly within about a hundred pixels (their effective
+  receptive field is far smaller than their theoretical one). The blend gives a
+  pixel in the overlap most of its weight from the tile it lies deeper in, at
+  least overlap / 2 from that tile's edge, so 256 puts the edges just outside the
+  backbone's and decoder's effective reach and under half of the atrous taps' one;
+  the agreement this buys is measured in the README. The image-pooling branch
+  sees each tile's mean, not the image's: no overlap makes tiles equal there.
+
+  Attributes:
+    max_whole_image_pixels: images with more pixels (height x width) run in
+      tiles; 0 never tiles. The default keeps a Cityscapes frame (2048x1024)
+      whole, as the official evaluation runs it.
+    tile_size: tile height and width in pixels, rounded up to the model's next
+      valid size k * output_stride + 1 (1025 suits strides 8, 16 and 32).
+    tile_overlap: pixels that adjacent tiles share, at least.
+  """
+  max_whole_image_pixels: int = 2049 * 1025
+  tile_size: int = 1025
+  tile_overlap: int = 256
+
+  def __post_init__(self):
+    check_types(self)
+    if self.max_whole_image_pixels < 0:
+      raise ConfigError(f'TilingConfig.max_whole_image_pixels must be >= 0 (0: never tile); '
+                        f'got {self.max_whole_image_pixels}.')
+    if not 0 <= self.tile_overlap < self.tile_size:
+      raise ConfigError(f'TilingConfig.tile_overlap must be >= 0 and smaller than tile_size '
+                        f'({self.tile_size}); got {self.tile_overlap}.')
+
+
+@dataclasses.dataclass(frozen=True)
 class EvalConfig:
   """How predictions are made for evaluation (official eval.py flags).
 
@@ -329,11 +372,13 @@ class EvalConfig:
     output_stride: output stride at evaluation; None keeps the model's.
     trimap_widths: also report mIoU within bands of these widths (pixels) around
       label boundaries (the paper's Fig. 5).
+    tiling: when large images run in overlapping tiles.
   """
   eval_scales: Tuple[float, ...] = (1.0,)
   add_flipped_images: bool = False
   output_stride: Optional[int] = None
   trimap_widths: Tuple[int, ...] = ()
+  tiling: TilingConfig = TilingConfig()
 
   def __post_init__(self):
     check_types(self)
@@ -354,13 +399,16 @@ class ExportConfig:
     add_flipped_images: also average flipped inputs in the serving graph.
     output_stride: output stride of the exported model; None keeps the model's.
     include_probabilities: also return class probabilities.
-    max_image_pixels: requests with larger images are rejected (decompression bombs).
+    max_image_pixels: requests with larger images are rejected (decompression
+      bombs); for an animated GIF, the pixels of all its frames count.
+    tiling: when large images run in overlapping tiles inside the serving graph.
   """
   eval_scales: Tuple[float, ...] = (1.0,)
   add_flipped_images: bool = False
   output_stride: Optional[int] = None
   include_probabilities: bool = False
   max_image_pixels: int = 4096 * 4096
+  tiling: TilingConfig = TilingConfig()
 
   def __post_init__(self):
     check_types(self)

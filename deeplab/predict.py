@@ -1,4 +1,4 @@
-"""Inference on images of any size: padding, multi-scale and flipped inputs.
+"""Inference on images of any size: padding, tiling, multi-scale and flipped inputs.
 
 This is the one inference path that evaluation, visualization and export share.
 
@@ -19,7 +19,9 @@ import tensorflow as tf
 import tf_keras
 
 from deeplab.backbones import get_backbone_spec
+from deeplab.config import TilingConfig
 from deeplab.layers import resize_bilinear
+from deeplab.tiling import blend_tiles
 
 
 def scale_dimension(size, scale: float):
@@ -55,14 +57,21 @@ def _pad_images(images: tf.Tensor, height, width, value) -> tf.Tensor:
   return tf.pad(images - value, paddings) + value
 
 
-def predict_logits(model: tf_keras.Model, images, output_stride: Optional[int] = None):
+def predict_logits(model: tf_keras.Model, images, output_stride: Optional[int] = None,
+                   tiling: Optional[TilingConfig] = TilingConfig()):
   """Logits [N, H, W, C] for images of any size, padded to a valid size and cropped back.
+
+  Images with more pixels than `tiling.max_whole_image_pixels` run in
+  overlapping tiles whose logits are blended (`deeplab.tiling`), so memory is
+  bounded by the tile; in a graph with unknown sizes the choice is made at run
+  time.
 
   Args:
     model: a `deeplab.DeepLabModel`.
     images: RGB pixels 0..255, uint8 or float32 [N, H, W, 3].
-    output_stride: the stride the padded size is aligned to; defaults to the
-      model's output stride (its coarsest feature map).
+    output_stride: the stride the padded size and the tiles are aligned to;
+      defaults to the model's output stride (its coarsest feature map).
+    tiling: when and how to tile; None runs every image whole.
 
   Returns:
     float32 logits at the input size.
@@ -73,25 +82,45 @@ def predict_logits(model: tf_keras.Model, images, output_stride: Optional[int] =
   height, width = shape[1], shape[2]
   padded = _pad_images(images, valid_size(height, stride), valid_size(width, stride),
                        pad_value(model.config.backbone))
-  logits = model(padded, training=False)
-  return tf.cast(logits[:, :height, :width, :], tf.float32)
+
+  def whole():
+    return tf.cast(model(padded, training=False), tf.float32)
+
+  def tiled():
+    return blend_tiles(lambda tile: model(tile, training=False), padded,
+                       valid_size(tiling.tile_size, stride), tiling.tile_overlap, stride,
+                       model.config.num_classes)
+
+  if tiling is None or not tiling.max_whole_image_pixels:
+    return whole()[:, :height, :width, :]
+  too_large = (tf.cast(height, tf.int64) * tf.cast(width, tf.int64) >
+               tiling.max_whole_image_pixels)
+  known = tf.get_static_value(too_large)
+  if known is None:
+    logits = tf.cond(too_large, tiled, whole)
+  else:
+    logits = tiled() if known else whole()
+  return logits[:, :height, :width, :]
 
 
 def predict_probabilities(model: tf_keras.Model,
                           images,
                           eval_scales: Sequence[float] = (1.0,),
-                          flip: bool = False) -> tf.Tensor:
+                          flip: bool = False,
+                          tiling: Optional[TilingConfig] = TilingConfig()) -> tf.Tensor:
   """Class probabilities [N, H, W, C], averaged over scales and left-right flips.
 
   Each scaled (and flipped) copy of the images runs through the model; its
   softmax probabilities are resized back to the input size and averaged, as the
-  paper's multi-scale + flip evaluation.
+  paper's multi-scale + flip evaluation. Each copy larger than the tiling's
+  budget runs in tiles (`predict_logits`), so scales above 1 stay bounded too.
 
   Args:
     model: a `deeplab.DeepLabModel`.
     images: RGB pixels 0..255, uint8 or float32 [N, H, W, 3], any H and W.
     eval_scales: input scales, e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75).
     flip: also run the left-right flipped images.
+    tiling: when and how to tile; None runs every image whole.
 
   Returns:
     float32 probabilities [N, H, W, num_classes].
@@ -109,7 +138,7 @@ def predict_probabilities(model: tf_keras.Model,
                                         scale_dimension(width, scale)])
     for flipped in ((False, True) if flip else (False,)):
       inputs = tf.reverse(scaled, axis=[2]) if flipped else scaled
-      scaled_probabilities = tf.nn.softmax(predict_logits(model, inputs))
+      scaled_probabilities = tf.nn.softmax(predict_logits(model, inputs, tiling=tiling))
       if flipped:
         scaled_probabilities = tf.reverse(scaled_probabilities, axis=[2])
       if scale != 1.0:
@@ -121,7 +150,9 @@ def predict_probabilities(model: tf_keras.Model,
 def predict_labels_and_probabilities(model: tf_keras.Model,
                                      images,
                                      eval_scales: Sequence[float] = (1.0,),
-                                     flip: bool = False) -> Tuple[tf.Tensor, tf.Tensor]:
+                                     flip: bool = False,
+                                     tiling: Optional[TilingConfig] = TilingConfig()
+                                     ) -> Tuple[tf.Tensor, tf.Tensor]:
   """Class ids int32 [N, H, W] and probabilities float32 [N, H, W, C].
 
   At one scale without flip the ids are the argmax of the logits (float32
@@ -129,28 +160,31 @@ def predict_labels_and_probabilities(model: tf_keras.Model,
   probabilities of `predict_probabilities`.
   """
   if tuple(eval_scales) == (1.0,) and not flip:
-    logits = predict_logits(model, images)
+    logits = predict_logits(model, images, tiling=tiling)
     return tf.argmax(logits, axis=-1, output_type=tf.int32), tf.nn.softmax(logits)
-  probabilities = predict_probabilities(model, images, eval_scales, flip)
+  probabilities = predict_probabilities(model, images, eval_scales, flip, tiling)
   return tf.argmax(probabilities, axis=-1, output_type=tf.int32), probabilities
 
 
 def predict_labels(model: tf_keras.Model,
                    images,
                    eval_scales: Sequence[float] = (1.0,),
-                   flip: bool = False) -> tf.Tensor:
+                   flip: bool = False,
+                   tiling: Optional[TilingConfig] = TilingConfig()) -> tf.Tensor:
   """Class ids int32 [N, H, W] (see `predict_labels_and_probabilities`)."""
-  return predict_labels_and_probabilities(model, images, eval_scales, flip)[0]
+  return predict_labels_and_probabilities(model, images, eval_scales, flip, tiling)[0]
 
 
 def label_predictor(model: tf_keras.Model,
                     eval_scales: Sequence[float] = (1.0,),
-                    flip: bool = False) -> Callable[[tf.Tensor], tf.Tensor]:
+                    flip: bool = False,
+                    tiling: Optional[TilingConfig] = TilingConfig()
+                    ) -> Callable[[tf.Tensor], tf.Tensor]:
   """`predict_labels` of `model` as a compiled function, traced once for all sizes.
 
   Args:
     model: a `deeplab.DeepLabModel`.
-    eval_scales, flip: as `predict_probabilities`.
+    eval_scales, flip, tiling: as `predict_probabilities`.
 
   Returns:
     A function from RGB pixels uint8 [N, H, W, 3] to class ids int32 [N, H, W].
@@ -163,7 +197,7 @@ def label_predictor(model: tf_keras.Model,
   """
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
   def predict(images):
-    return predict_labels(model, images, eval_scales, flip)
+    return predict_labels(model, images, eval_scales, flip, tiling)
 
   return predict
 

@@ -333,8 +333,8 @@ def load_predictor(experiment: ExperimentConfig, checkpoint: str = '',
 
   A checkpoint (native or official TF1, prefix or model directory) is restored
   into the experiment's model at `experiment.evaluation.output_stride`, and
-  predicts with its `eval_scales` and `add_flipped_images`; a SavedModel predicts
-  as it was exported.
+  predicts with its `eval_scales`, `add_flipped_images` and `tiling`; a
+  SavedModel predicts as it was exported.
 
   Returns:
     RGB uint8 [N, H, W, 3] -> class ids int32 [N, H, W].
@@ -353,4 +353,5 @@ def load_predictor(experiment: ExperimentConfig, checkpoint: str = '',
     config = config.with_output_stride(evaluation.output_stride)
   model = build_model(config, precision=experiment.runtime.mixed_precision_dtype)
   restore_weights(model, checkpoint, strict=True)
-  return label_predictor(model, evaluation.eval_scales, evaluation.add_flipped_images)
+  return label_predictor(model, evaluation.eval_scales, evaluation.add_flipped_images,
+                         evaluation.tiling)

@@ -47,6 +47,34 @@ def shared():
   return shared_path
 
 
+@pytest.fixture(scope='module')
+def tiny_model():
+  """A tiny DeepLabV3+ (MobileNetV2 x0.25, decoder, 4 classes) whose predictions vary
+  over the image.
+
+  Freshly initialized, the network's logits are almost equal everywhere (every
+  argmax is a tie broken by rounding); smaller BatchNorm variances, unit-scale
+  logits weights and centred biases give every class clear margins.
+  """
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import tf_keras  # pylint: disable=import-outside-toplevel
+  from deeplab import ModelConfig, build_model  # pylint: disable=import-outside-toplevel
+  from deeplab.predict import predict_logits  # pylint: disable=import-outside-toplevel
+  tf_keras.utils.set_random_seed(0)
+  model = build_model(ModelConfig(backbone='mobilenet_v2', num_classes=4,
+                                  depth_multiplier=0.25, aspp_convs_filters=16,
+                                  decoder_filters=16))
+  rng = np.random.default_rng(0)
+  for weight in model.weights:
+    if 'moving_variance' in weight.name:
+      weight.assign(rng.uniform(0.1, 0.4, weight.shape))
+  kernel, bias = model.get_layer('logits/semantic').weights
+  kernel.assign(rng.normal(0, 1, kernel.shape))
+  images = rng.uniform(0, 255, [1, 65, 81, 3]).astype(np.float32)
+  bias.assign(-predict_logits(model, images).numpy().mean(axis=(0, 1, 2)))
+  return model
+
+
 @pytest.fixture(scope='session')
 def synthetic_dir(tmp_path_factory):
   """A small synthetic dataset converted to TFRecords, as deeplab-convert writes it."""

@@ -18,7 +18,7 @@ LEVELS = {
     'files': 0, 'hyperparams': 0, 'kernels': 0, 'layers': 0, 'losses': 0, 'metrics': 0,
     'config': 1, 'backbones': 1, 'distribute': 1, 'summaries': 0,
     'data': 2, 'model': 2,
-    'predict': 3, 'checkpoints': 3, 'visualization': 3, 'schedules': 3, 'costs': 3,
+    'predict': 3, 'tiling': 3, 'checkpoints': 3, 'visualization': 3, 'schedules': 3, 'costs': 3,
     'evaluation': 4, 'export': 4, 'training': 5, 'benchmark': 6,
 }
 

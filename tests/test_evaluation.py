@@ -82,29 +82,6 @@ def _numpy_confusion(labels, predictions):
   return confusion
 
 
-@pytest.fixture(scope='module')
-def tiny_model():
-  """A tiny DeepLabV3+ whose predictions vary over the image.
-
-  Freshly initialized, the network's logits are almost equal everywhere (every
-  argmax is a tie broken by rounding); smaller BatchNorm variances, unit-scale
-  logits weights and centred biases give every class clear margins.
-  """
-  tf_keras.utils.set_random_seed(0)
-  model = build_model(ModelConfig(backbone='mobilenet_v2', num_classes=NUM_CLASSES,
-                                  depth_multiplier=0.25, aspp_convs_filters=16,
-                                  decoder_filters=16))
-  rng = np.random.default_rng(0)
-  for weight in model.weights:
-    if 'moving_variance' in weight.name:
-      weight.assign(rng.uniform(0.1, 0.4, weight.shape))
-  kernel, bias = model.get_layer('logits/semantic').weights
-  kernel.assign(rng.normal(0, 1, kernel.shape))
-  images = rng.uniform(0, 255, [1, 65, 81, 3]).astype(np.float32)
-  bias.assign(-predict_logits(model, images).numpy().mean(axis=(0, 1, 2)))
-  return model
-
-
 @pytest.mark.portable
 def test_odd_sizes_in_one_batch_evaluate_pixel_for_pixel_with_scales_and_flip():
   rng = np.random.default_rng(0)

@@ -20,20 +20,22 @@ import tf_keras
 import yaml
 
 from deeplab import ModelConfig, build_model
-from deeplab.config import ExportConfig
+from deeplab.config import ExportConfig, TilingConfig
 from deeplab.data.synthetic import generate_example
 from deeplab.export import (ONNX_FILENAME, PADDED_LABEL, SIGNATURES, ParityError,
                             ServingModule, export_model, exporter, onnx_model)
 from deeplab.export.parity import Agreement, check, reference_labels, sample_images
 from deeplab.export.saved_model import (next_version, saved_model_agreements, version_path,
                                         write_saved_model, write_warmup_requests)
-from deeplab.predict import predict_labels
+from deeplab.predict import predict_labels, predict_logits
 from test_export_decoding import jpeg_declaring, png_header
 
 NUM_CLASSES = 4
 CONFIG = ModelConfig(backbone='mobilenet_v2', num_classes=NUM_CLASSES, depth_multiplier=0.25,
                      aspp_convs_filters=16, decoder_filters=16)
-EXPORT = ExportConfig(include_probabilities=True)
+# Images above 100x100 pixels (none but the tiling test's) run in 65x65 tiles.
+EXPORT = ExportConfig(include_probabilities=True, tiling=TilingConfig(
+    max_whole_image_pixels=100 * 100, tile_size=65, tile_overlap=24))
 BIN = pathlib.Path(sys.executable).parent
 ONNX_INSTALLED = all(importlib.util.find_spec(name) for name in ('tf2onnx', 'onnxruntime'))
 needs_onnx = pytest.mark.skipif(
@@ -184,6 +186,17 @@ def test_bad_requests_fail_clearly_and_the_model_keeps_serving(model, signatures
   np.testing.assert_array_equal(labels[0], labels[1])  # gray: replicated to RGB
   np.testing.assert_array_equal(labels[2], labels[3])  # RGBA: alpha dropped
   assert agreement(keras_labels(model, image), labels[3]) >= 0.999
+
+
+@pytest.mark.portable
+def test_a_signature_runs_an_image_above_the_budget_in_tiles_in_one_call(model, signatures):
+  image = scene(161, 241, seed=7)[np.newaxis]
+  served = signatures['image_tensor'](images=tf.constant(image))['labels']
+  tiled = predict_labels(model, image, tiling=EXPORT.tiling)
+  assert agreement(tiled, served) >= 0.999
+  whole = predict_logits(model, image, tiling=None)
+  # The served labels are the tiled ones, which differ from whole-image logits'.
+  assert agreement(tf.argmax(whole, -1, output_type=tf.int32), tiled) < 1.0
 
 
 def test_serving_functions_are_traced_once_for_all_sizes_and_batches(model):

@@ -48,12 +48,10 @@ def gif_header(width, height, flags=0):
   return b'GIF89a' + struct.pack('<HHBBB', width, height, flags, 0, 0)
 
 
-def encode_gif(indices, palette):
-  """A GIF of palette `indices` uint8 [H, W] (0..127) and `palette` uint8 [128, 3].
-
-  The LZW data is stored uncompressed: with a clear code every 100 pixels the code
-  table never outgrows 8-bit codes, so the codes are the bytes.
-  """
+def gif_frame(indices, top=0, left=0):
+  """A GIF image descriptor at (top, left) and its data: palette `indices` uint8 [H, W]
+  (0..127), stored uncompressed: with a clear code every 100 pixels the LZW code
+  table never outgrows 8-bit codes, so the codes are the bytes."""
   height, width = indices.shape
   clear, end = 128, 129
   codes = []
@@ -62,9 +60,26 @@ def encode_gif(indices, palette):
   data = bytes(codes + [end])
   blocks = b''.join(bytes([len(data[i:i + 255])]) + data[i:i + 255]
                     for i in range(0, len(data), 255))
+  return b',' + struct.pack('<HHHHB', left, top, width, height, 0) + bytes([7]) + blocks + b'\0'
+
+
+def encode_gif(indices, palette, more_frames=()):
+  """A GIF of palette `indices` uint8 [H, W] (0..127) and `palette` uint8 [128, 3],
+  then `more_frames` (from `gif_frame`), each after a graphic control extension."""
+  height, width = indices.shape
+  control = b'!\xf9\x04\x00\x00\x00\x00\x00'
   # 0xf6: a global colour table of 2**(6 + 1) = 128 entries, 8 bits per channel.
   return (gif_header(width, height, 0xf6) + palette.tobytes() +
-          b',' + struct.pack('<HHHHB', 0, 0, width, height, 0) + bytes([7]) + blocks + b'\0;')
+          b''.join(control + frame for frame in [gif_frame(indices), *more_frames]) + b';')
+
+
+def animated_gif(num_frames, screen=(30, 40), top=0):
+  """A GIF of `num_frames` frames filling a screen of `screen` pixels, the last at
+  row `top`."""
+  indices = rgb(*screen)[..., 0] // 2
+  frames = [gif_frame(indices, top=top if i == num_frames - 2 else 0)
+            for i in range(num_frames - 1)]
+  return encode_gif(indices, rgb(128, 1)[:, 0], frames)
 
 
 @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
@@ -99,8 +114,16 @@ def test_declared_size_reads_each_format_header(contents):
     (b'\xff\xd8\xff' + bytes(20), 'images[2] has a truncated or corrupt image header (23 bytes)'),
     (b'\x89PNG\xff\x00"\\', 'images[2] is not a JPEG, PNG, BMP or GIF image (its first bytes '
                           'are 89 50 4e 47 ff 00 22 5c |.PNG....|)'),
+    (animated_gif(9), 'images[2] has 9 GIF frames of 30x40 pixels; accepted are at most 10000 '
+                      'pixels (height x width x frames) per image.'),
+    (gif_header(4, 30, 0xf6) + encode_gif(rgb()[..., 0] // 2, rgb(128, 1)[:, 0])[13:],
+     'images[2] has a GIF frame outside its 30x4 logical screen (frame 0: 30x40 pixels at '
+     'top 0, left 0).'),
+    (animated_gif(3, top=1), 'images[2] has a GIF frame outside its 30x40 logical screen '
+                             '(frame 2: 30x40 pixels at top 1, left 0).'),
 ], ids=['empty', 'not-an-image', 'png-bomb', 'jpeg-bomb', 'bmp-bomb', 'int64-overflow',
-        'no-pixels', 'truncated', 'jpeg-without-frame-header', 'bytes-shown-escaped'])
+        'no-pixels', 'truncated', 'jpeg-without-frame-header', 'bytes-shown-escaped',
+        'gif-frame-count', 'gif-frame-larger-than-screen', 'gif-frame-moved-off-screen'])
 def test_declared_size_rejects_bad_input_with_a_clear_error(contents, message):
   with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
     checked_size(contents)
@@ -128,13 +151,18 @@ def test_decode_rgb_reads_bmp_and_gif_pixels():
   np.testing.assert_array_equal(checked_pixels(encode_gif(indices, palette)), palette[indices])
 
 
+def test_declared_size_accepts_an_animated_gif_within_the_pixel_limit():
+  # 8 frames x 30 x 40 = 9600 pixels, under the 10000 of 9 frames' 10800.
+  contents = animated_gif(8)
+  assert checked_size(contents).numpy().tolist() == [30, 40]
+  assert checked_pixels(contents).shape == (30, 40, 3)
+
+
 @pytest.mark.parametrize('contents, message', [
     (tf.io.encode_png(rgb()).numpy()[:60],
      'images[2] could not be decoded: its data is corrupt or truncated (60 bytes; its first '
      'bytes are 89 50 4e 47 0d 0a 1a 0a 00 00 00 0d |.PNG........|)'),
-    (gif_header(4, 30, 0xf6) + encode_gif(rgb()[..., 0] // 2, rgb(128, 1)[:, 0])[13:],
-     'images[2] decodes to 30x40 pixels, not the 30x4 its header declares'),
-], ids=['corrupt', 'frame-larger-than-screen'])
+], ids=['corrupt'])
 def test_decode_rgb_names_an_image_it_cannot_decode_as_declared(contents, message):
   with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
     checked_pixels(contents)

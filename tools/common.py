@@ -6,6 +6,7 @@ A tool calls `define_experiment_flags()` at import time and
 --experiment takes the model from the checkpoint (`config_from_checkpoint`).
 """
 
+import dataclasses
 import logging as std_logging
 import sys
 from typing import Any, Dict, Sequence
@@ -13,7 +14,7 @@ from typing import Any, Dict, Sequence
 from absl import app, flags, logging
 
 from deeplab.checkpoints import config_from_checkpoint, is_official_checkpoint
-from deeplab.config import ExperimentConfig, ModelConfig, load_experiment, registered_experiments
+from deeplab.config import ExperimentConfig, TilingConfig, load_experiment, registered_experiments
 from deeplab.hyperparams import ConfigError, override
 
 
@@ -38,7 +39,8 @@ def define_experiment_flags(default_experiment: str = 'synthetic'):
 
 
 def define_inference_flags(section: str):
-  """Defines --eval_scales, --flip and --output_stride, overriding `experiment.<section>`.
+  """Defines --eval_scales, --flip, --output_stride and the tiling flags, overriding
+  `experiment.<section>` (the tiling flags its `tiling` field).
 
   Args:
     section: the experiment field they override: 'evaluation' or 'export' (both
@@ -54,6 +56,16 @@ def define_inference_flags(section: str):
   flags.DEFINE_integer(
       'output_stride', None, 'Output stride at inference (8, 16 or 32), same weights; '
       f'default: the experiment\'s {section}.output_stride, else the model\'s.')
+  flags.DEFINE_integer(
+      'max_whole_image_pixels', None, 'Images with more pixels (height x width) run in '
+      'overlapping tiles, bounding memory by the tile; 0 never tiles; default: the '
+      f'experiment\'s {section}.tiling.max_whole_image_pixels.')
+  flags.DEFINE_integer(
+      'tile_size', None, 'Tile height and width in pixels, rounded up to k * output_stride '
+      f'+ 1; default: the experiment\'s {section}.tiling.tile_size.')
+  flags.DEFINE_integer(
+      'tile_overlap', None, 'Pixels adjacent tiles share, at least; default: the '
+      f'experiment\'s {section}.tiling.tile_overlap.')
 
 
 def numbers(values: Sequence[str], kind, flag: str) -> tuple:
@@ -75,6 +87,11 @@ def inference_overrides() -> Dict[str, Any]:
     overrides['add_flipped_images'] = values.flip
   if values.output_stride is not None:
     overrides['output_stride'] = values.output_stride
+  # The tiling flags are named as the TilingConfig fields they set.
+  tiling = {field.name: values[field.name].value for field in dataclasses.fields(TilingConfig)
+            if values[field.name].value is not None}
+  if tiling:
+    overrides['tiling'] = tiling
   return overrides
 
 

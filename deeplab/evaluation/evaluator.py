@@ -82,7 +82,7 @@ class Evaluator:
       weights) when that differs from the model's.
     ignore_label: label value never counted.
     class_names: a name per class for the results; defaults to 'class_<i>'.
-    config: scales, flip, output stride, trimap widths.
+    config: scales, flip, output stride, trimap widths, tiling.
     strategy: a `tf.distribute.Strategy` the model was built under; confusion
       matrices are summed over its replicas. None uses the current strategy.
   """
@@ -106,7 +106,7 @@ class Evaluator:
   def _replica_step(self, batch):
     labels = tf.cast(batch['labels'], tf.int32)
     predictions = predict_labels(self.model, batch['images'], self.config.eval_scales,
-                                 self.config.add_flipped_images)
+                                 self.config.add_flipped_images, self.config.tiling)
     shape = tf.shape(labels)
     # The batch is padded to its largest image; only each image's own pixels count.
     region = ((tf.range(shape[1])[tf.newaxis, :, tf.newaxis] <

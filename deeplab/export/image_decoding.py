@@ -12,9 +12,11 @@ image (e.g. `images[3]`):
 4. size: the header declares no pixels or more than allowed, so a small file
    declaring 50000x50000 pixels (a decompression bomb) is rejected before any
    pixel buffer is allocated;
-5. decode: the pixel data is corrupt or truncated;
-6. decoded size: the pixels decoded are not the size the header declares (a
-   GIF frame larger than its screen).
+5. GIF frames: a frame reaches outside the logical screen, or the frames
+   together hold more pixels than allowed (the decoder expands them all), read
+   from the image descriptors without decoding;
+6. decode: the pixel data is corrupt or truncated;
+7. decoded size: the pixels decoded are not the size the header declares.
 
 Messages are plain ASCII whatever the request holds: TF Serving carries them in
 a gRPC status or a JSON body, and clients decode them as UTF-8. TensorFlow's own
@@ -22,11 +24,9 @@ parser and decoder errors name no image (and the tf.Example parser's embeds the
 raw bytes), so they are caught (`attempt`) and replaced by these messages.
 Grayscale, palette and RGBA images decode to RGB.
 
-One limit remains for GIF: the size check reads the logical screen size, but
-TensorFlow's decoder sizes its output by the largest frame and expands every
-frame before the first is kept, so neither the frame sizes nor the frame count
-are bounded before decoding (a frame larger than the screen is rejected by the
-decoded-size check, after decoding).
+TensorFlow's GIF decoder sizes its output by the largest frame and expands
+every frame before the first is kept: the frame check bounds both, walking the
+GIF's blocks (one loop step per data sub-block of at most 255 bytes).
 
 Example:
   >>> png = tf.io.encode_png(tf.zeros([4, 6, 1], tf.uint8))
@@ -80,6 +80,66 @@ def _bmp_dimension(header: tf.Tensor, start: int) -> tf.Tensor:
   # A negative BMP height means rows are stored top-down; the size is its magnitude.
   value = _unsigned(header, start, 4, big_endian=False)
   return tf.abs(tf.where(value >= 2**31, value - 2**32, value))
+
+
+def _gif_frames(contents: tf.Tensor, screen: tf.Tensor) -> tf.Tensor:
+  """A GIF's frame count and its first frame outside the logical screen, undecoded.
+
+  Walks the block structure (the header, colour tables, extensions, image
+  descriptors and the length-prefixed data sub-blocks, whose bytes are skipped),
+  one block or sub-block per step: what the decoder will allocate is known before
+  it runs. Unknown block types and the end of the bytes stop the walk; the
+  decoder rejects such files itself, after the frames before them.
+
+  Args:
+    contents: scalar tf.string, a GIF.
+    screen: int64 [2], the logical screen's height and width.
+
+  Returns:
+    int64 [6]: the number of frames, then the first frame outside the screen as
+    (index, top, left, height, width), or -1s when every frame fits.
+  """
+  # Descriptor fields are read up to 10 bytes past a block's start.
+  data = tf.cast(tf.io.decode_raw(contents + b'\0' * 10, tf.uint8), tf.int64)
+  length = tf.cast(tf.strings.length(contents), tf.int64)
+  # 13 bytes of header and screen descriptor, then the global colour table if any.
+  packed = data[10]
+  start = 13 + tf.where(packed >= 128, 3 * 2**(packed % 8 + 1), 0)
+  initial = (start, tf.constant(False), tf.constant(0, tf.int64), tf.constant(False),
+             tf.fill([5], tf.constant(-1, tf.int64)))
+
+  def step(position, in_sub_blocks, frames, done, outside):
+    value = data[position]
+
+    def sub_block():
+      # A length byte, then that many bytes; length 0 ends the sub-blocks.
+      return position + 1 + value, value > 0, frames, done, outside
+
+    def image_descriptor():
+      top, left = _unsigned(data, position + 3, 2, False), _unsigned(data, position + 1, 2, False)
+      height = _unsigned(data, position + 7, 2, False)
+      width = _unsigned(data, position + 5, 2, False)
+      local_table = data[position + 9]
+      table_bytes = tf.where(local_table >= 128, 3 * 2**(local_table % 8 + 1), 0)
+      fits = (top + height <= screen[0]) & (left + width <= screen[1])
+      first_outside = (outside[0] < 0) & ~fits
+      # 10 descriptor bytes, the colour table, the LZW minimum code size byte.
+      return (position + 11 + table_bytes, tf.constant(True), frames + 1, done,
+              tf.where(first_outside, tf.stack([frames, top, left, height, width]), outside))
+
+    def extension():
+      # The introducer and the label, then sub-blocks.
+      return position + 2, tf.constant(True), frames, done, outside
+
+    def end():
+      return position, in_sub_blocks, frames, tf.constant(True), outside
+
+    return tf.case([(in_sub_blocks, sub_block), (value == 0x2c, image_descriptor),
+                    (value == 0x21, extension)], default=end)
+
+  _, _, frames, _, outside = tf.while_loop(
+      lambda position, _, __, done, ___: ~done & (position < length), step, initial)
+  return tf.concat([frames[tf.newaxis], outside], axis=0)
 
 
 def first_bytes(contents: tf.Tensor) -> tf.Tensor:
@@ -142,12 +202,14 @@ def declared_size(contents: tf.Tensor, max_pixels: int, name='image') -> tf.Tens
 
   Raises (at run time) an InvalidArgument error naming `name` when `contents` is
   empty, is not a JPEG, PNG, BMP or GIF image, has a truncated or corrupt header,
-  declares no pixels, or declares more than `max_pixels` pixels, checked in this
-  order. Nothing is decoded.
+  declares no pixels, declares more than `max_pixels` pixels, or is a GIF with a
+  frame outside its screen or more than `max_pixels` pixels in all its frames,
+  checked in this order. Nothing is decoded.
 
   Args:
     contents: scalar tf.string, the encoded image.
-    max_pixels: the largest height * width accepted.
+    max_pixels: the largest height * width accepted (height * width * frames
+      for a GIF).
     name: str or scalar tf.string naming the image in error messages
       (e.g. 'images[3]').
 
@@ -183,11 +245,22 @@ def declared_size(contents: tf.Tensor, max_pixels: int, name='image') -> tf.Tens
                     name, ' has a truncated or corrupt image header (', length, ' bytes).')
   # height <= max_pixels // width is height * width <= max_pixels without the
   # overflow a forged 32-bit header could cause.
-  return require(size,
-                 (size[0] > 0) & (size[1] > 0) &
-                 (size[0] <= max_pixels // tf.maximum(size[1], 1)),
-                 name, ' declares ', size[0], 'x', size[1], ' pixels; accepted are 1 to ',
-                 str(max_pixels), ' pixels (height x width) per image.')
+  contents, size = require((contents, size),
+                           (size[0] > 0) & (size[1] > 0) &
+                           (size[0] <= max_pixels // tf.maximum(size[1], 1)),
+                           name, ' declares ', size[0], 'x', size[1], ' pixels; accepted are 1 '
+                           'to ', str(max_pixels), ' pixels (height x width) per image.')
+  frames = tf.cond(is_gif, lambda: _gif_frames(contents, size),
+                   lambda: tf.constant([1, -1, -1, -1, -1, -1], tf.int64))
+  size = require(size, frames[1] < 0,
+                 name, ' has a GIF frame outside its ', size[0], 'x', size[1], ' logical '
+                 'screen (frame ', frames[1], ': ', frames[4], 'x', frames[5], ' pixels at top ',
+                 frames[2], ', left ', frames[3], ').')
+  # The decoder expands every frame, each to the screen's size, before keeping one.
+  return require(size, frames[0] <= max_pixels // (size[0] * size[1]),
+                 name, ' has ', frames[0], ' GIF frames of ', size[0], 'x', size[1],
+                 ' pixels; accepted are at most ', str(max_pixels), ' pixels (height x width '
+                 'x frames) per image.')
 
 
 def decode_rgb(contents: tf.Tensor, size: tf.Tensor, name='image') -> tf.Tensor:

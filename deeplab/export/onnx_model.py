@@ -12,7 +12,7 @@ check their inputs.
 
 The same file runs in other ONNX runtimes: OpenVINO reads it directly
 (`openvino.Core().compile_model('model.onnx', 'CPU')`, labels checked by
-tests/test_export_onnx.py), and TensorRT builds an engine from it (README,
+tests/test_export.py), and TensorRT builds an engine from it (README,
 "Deploy").
 
 Needs the `onnx` extra (tf2onnx, onnx, onnxruntime): `pip install 'deeplab[onnx]'`.

@@ -85,8 +85,9 @@ class ServingModule(tf.Module):
     config = self.export_config
     scales, flip = config.eval_scales, config.add_flipped_images
     if not config.include_probabilities:
-      return {'labels': predict_labels(self.model, images, scales, flip)}
-    labels, probabilities = predict_labels_and_probabilities(self.model, images, scales, flip)
+      return {'labels': predict_labels(self.model, images, scales, flip, config.tiling)}
+    labels, probabilities = predict_labels_and_probabilities(self.model, images, scales, flip,
+                                                             config.tiling)
     return {'labels': labels, 'probabilities': probabilities}
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])

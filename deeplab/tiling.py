@@ -1,0 +1,111 @@
+"""Overlapping tiles over an image, and their predictions blended into one.
+
+Inference on an image larger than a pixel budget runs tile by tile
+(`deeplab.predict.predict_logits` with a `TilingConfig`), so the network's
+activations never exceed one tile's; what stays image-sized is the padded image
+and the blended logits (num_classes floats per pixel).
+
+Tiles are placed so the network sees on each what it sees on the whole image:
+they have a valid size (k * output_stride + 1) and start at multiples of the
+output stride, so a tile's feature grid is the whole image's grid, and away from
+tile edges the tiled logits equal the whole image's (up to the image-pooling
+branch, which sees the tile's mean). In the overlaps each tile's logits are
+weighted by their distance from its edges, ramping up over `overlap` pixels, so a
+pixel's logits come mostly from the tile it lies deepest in and change smoothly
+from one tile to the next.
+
+Example:
+  >>> images = tf.random.uniform([1, 97, 161, 3])
+  >>> blended = blend_tiles(lambda tile: tile * 2.0, images, tile_size=65, overlap=16,
+  ...                       alignment=16, channels=3)
+  >>> float(tf.reduce_max(tf.abs(blended - images * 2.0))) < 1e-5
+  True
+"""
+
+from typing import Callable
+
+import tensorflow as tf
+
+
+def tile_starts(length: tf.Tensor, tile_size: int, overlap: int, alignment: int) -> tf.Tensor:
+  """Where tiles of `tile_size` start along a side of `length`: int32 [num_tiles].
+
+  The first starts at 0 and the last ends at `length`; the starts are multiples of
+  `alignment` spread evenly, so adjacent tiles share at least `overlap` pixels.
+  A side no longer than one tile gets one tile, `length` long.
+
+  Args:
+    length: scalar int32, with (length - 1) a multiple of `alignment`.
+    tile_size, overlap, alignment: ints, (tile_size - 1) a multiple of `alignment`.
+  """
+  span = tf.maximum(length - tile_size, 0) // alignment
+  # The largest step (in units of the alignment) that keeps the overlap.
+  step = max((tile_size - overlap) // alignment, 1)
+  intervals = tf.maximum(-(-span // step), 1)
+  return tf.range(intervals + tf.cast(span > 0, tf.int32)) * span // intervals * alignment
+
+
+def edge_weights(size: tf.Tensor, overlap: int) -> tf.Tensor:
+  """Blending weights float32 [size] along a tile's side: 1 inside, ramping to its edges.
+
+  A pixel d pixels from the nearer edge weighs (d + 1) / (overlap + 1), at most 1;
+  every weight is positive, so a pixel that only one tile covers keeps its logits.
+  """
+  positions = tf.range(size)
+  distance = tf.minimum(positions, size - 1 - positions)
+  return tf.minimum(tf.cast(distance + 1, tf.float32) / float(overlap + 1), 1.0)
+
+
+def _add_to_window(total: tf.Tensor, top: tf.Tensor, left: tf.Tensor,
+                   values: tf.Tensor) -> tf.Tensor:
+  """`total` [N, H, W, C] with `values` [N, h, w, C] added at (top, left), in place
+  where TensorFlow can reuse `total`'s buffer (no image-sized temporary)."""
+  shape = tf.shape(values)
+  begin = tf.stack([0, top, left, 0])
+  window = total[:, top:top + shape[1], left:left + shape[2], :]
+  return tf.raw_ops.TensorStridedSliceUpdate(
+      input=total, begin=begin, end=begin + shape, strides=[1, 1, 1, 1],
+      value=window + values)
+
+
+def blend_tiles(predict_tile: Callable[[tf.Tensor], tf.Tensor], images: tf.Tensor,
+                tile_size: int, overlap: int, alignment: int, channels: int) -> tf.Tensor:
+  """`predict_tile` run on overlapping tiles of `images`, blended: float32 [N, H, W, C].
+
+  The tiles run one after another in a `tf.while_loop` (one graph op, whatever
+  the image size), so at most one tile's activations are alive at a time.
+
+  Args:
+    predict_tile: float32 [N, h, w, 3] -> [N, h, w, channels], for tiles of at
+      most `tile_size` x `tile_size` pixels.
+    images: float32 [N, H, W, 3], (H - 1) and (W - 1) multiples of `alignment`.
+    tile_size: pixels per tile side, (tile_size - 1) a multiple of `alignment`.
+    overlap: pixels adjacent tiles share, at least.
+    alignment: the output stride; tiles start at its multiples.
+    channels: C, the channels `predict_tile` returns.
+  """
+  shape = tf.shape(images)
+  batch, height, width = shape[0], shape[1], shape[2]
+  tops = tile_starts(height, tile_size, overlap, alignment)
+  lefts = tile_starts(width, tile_size, overlap, alignment)
+  tile_height, tile_width = tf.minimum(height, tile_size), tf.minimum(width, tile_size)
+  weights = (edge_weights(tile_height, overlap)[:, tf.newaxis] *
+             edge_weights(tile_width, overlap)[tf.newaxis, :])[tf.newaxis, :, :, tf.newaxis]
+  num_columns = tf.size(lefts)
+
+  def predict_one(index, logits_sum, weight_sum):
+    top, left = tops[index // num_columns], lefts[index % num_columns]
+    tile = images[:, top:top + tile_height, left:left + tile_width, :]
+    logits = tf.cast(predict_tile(tile), tf.float32)
+    return (index + 1, _add_to_window(logits_sum, top, left, logits * weights),
+            _add_to_window(weight_sum, top, left, weights))
+
+  # parallel_iterations=1: a second tile starts once the first is added, so peak
+  # memory is one tile's, not several.
+  _, logits_sum, weight_sum = tf.while_loop(
+      lambda index, *_: index < tf.size(tops) * num_columns, predict_one,
+      (tf.constant(0), tf.zeros(tf.stack([batch, height, width, channels])),
+       tf.zeros(tf.stack([1, height, width, 1]))),
+      parallel_iterations=1)
+  logits_sum.set_shape([None, None, None, channels])
+  return logits_sum / weight_sum
