@@ -338,7 +338,9 @@ class TilingConfig:
   least overlap / 2 from that tile's edge, so 256 puts the edges just outside the
   backbone's and decoder's effective reach and under half of the atrous taps' one;
   the agreement this buys is measured in the README. The image-pooling branch
-  sees each tile's mean, not the image's: no overlap makes tiles equal there.
+  averages the whole image: a first pass over the tiles computes the mean of the
+  backbone features, which the second gives every tile, so tiled inference runs
+  the backbone twice.
 
   Attributes:
     max_whole_image_pixels: images with more pixels (height x width) run in

@@ -516,11 +516,17 @@ class ASPP(tf_keras.layers.Layer):
     super().build(input_shape)
 
   @_plain_python
-  def end_points(self, features, training=None) -> Dict[str, tf.Tensor]:
-    """Every branch's output and the projection, keyed by official scope name."""
+  def end_points(self, features, training=None,
+                 image_features=None) -> Dict[str, tf.Tensor]:
+    """Every branch's output and the projection, keyed by official scope name.
+
+    `image_features` [batch, 1, 1, c] replaces the mean of `features` in the
+    image-pooling branch: inference in tiles passes the whole image's mean.
+    """
     points = {}
     if self.image_pooling_conv is not None:
-      pooled = tf.reduce_mean(features, axis=[1, 2], keepdims=True)
+      pooled = (tf.reduce_mean(features, axis=[1, 2], keepdims=True)
+                if image_features is None else tf.cast(image_features, features.dtype))
       points['image_pooling'] = self.image_pooling_conv(pooled, training=training)
     points['aspp0'] = self.aspp0(features, training=training)
     for conv in self.atrous_convs:
@@ -534,8 +540,9 @@ class ASPP(tf_keras.layers.Layer):
     return points
 
   @_plain_python
-  def call(self, features, training=None):
-    projected = self.end_points(features, training=training)['concat_projection']
+  def call(self, features, training=None, image_features=None):
+    projected = self.end_points(features, training=training,
+                                image_features=image_features)['concat_projection']
     return self.dropout_layer(projected, training=training)
 
   def get_config(self):

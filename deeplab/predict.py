@@ -21,7 +21,7 @@ import tf_keras
 from deeplab.backbones import get_backbone_spec
 from deeplab.config import TilingConfig
 from deeplab.layers import resize_bilinear
-from deeplab.tiling import blend_tiles
+from deeplab.tiling import blend_tiles, mean_over_tiles
 
 
 def scale_dimension(size, scale: float):
@@ -57,6 +57,23 @@ def _pad_images(images: tf.Tensor, height, width, value) -> tf.Tensor:
   return tf.pad(images - value, paddings) + value
 
 
+def _backbone_outputs(model: tf_keras.Model, images: tf.Tensor):
+  return model.backbone(model.get_layer('normalize')(images), training=False)
+
+
+def _tile_logits(model: tf_keras.Model, tile: tf.Tensor, image_features) -> tf.Tensor:
+  """The model's logits of one tile, with the whole image's mean backbone features
+  [N, 1, 1, C] in ASPP's image-pooling branch (None: the tile's own)."""
+  outputs = _backbone_outputs(model, tile)
+  features = model.get_layer('aspp')(outputs['features'], training=False,
+                                     image_features=image_features)
+  if model.config.decoder_output_stride is not None:
+    features = model.get_layer('decoder')([features, outputs['low_level_features']],
+                                          training=False)
+  logits = model.get_layer('logits/semantic')(features, training=False)
+  return model.get_layer('upsample_logits')([logits, tile])
+
+
 def predict_logits(model: tf_keras.Model, images, output_stride: Optional[int] = None,
                    tiling: Optional[TilingConfig] = TilingConfig()):
   """Logits [N, H, W, C] for images of any size, padded to a valid size and cropped back.
@@ -87,9 +104,15 @@ def predict_logits(model: tf_keras.Model, images, output_stride: Optional[int] =
     return tf.cast(model(padded, training=False), tf.float32)
 
   def tiled():
-    return blend_tiles(lambda tile: model(tile, training=False), padded,
-                       valid_size(tiling.tile_size, stride), tiling.tile_overlap, stride,
-                       model.config.num_classes)
+    tile_size = valid_size(tiling.tile_size, stride)
+    image_features = None
+    if model.config.add_image_level_feature:
+      channels = model.backbone.output['features'].shape[-1]
+      image_features = mean_over_tiles(
+          lambda tile: _backbone_outputs(model, tile)['features'], padded, tile_size,
+          tiling.tile_overlap, stride, channels)[:, tf.newaxis, tf.newaxis, :]
+    return blend_tiles(lambda tile: _tile_logits(model, tile, image_features), padded,
+                       tile_size, tiling.tile_overlap, stride, model.config.num_classes)
 
   if tiling is None or not tiling.max_whole_image_pixels:
     return whole()[:, :height, :width, :]

@@ -8,11 +8,13 @@ and the blended logits (num_classes floats per pixel).
 Tiles are placed so the network sees on each what it sees on the whole image:
 they have a valid size (k * output_stride + 1) and start at multiples of the
 output stride, so a tile's feature grid is the whole image's grid, and away from
-tile edges the tiled logits equal the whole image's (up to the image-pooling
-branch, which sees the tile's mean). In the overlaps each tile's logits are
-weighted by their distance from its edges, ramping up over `overlap` pixels, so a
-pixel's logits come mostly from the tile it lies deepest in and change smoothly
-from one tile to the next.
+tile edges the tiled features equal the whole image's. The image-pooling branch
+of ASPP averages the backbone features over the whole image: a first pass over
+the tiles computes that mean (`mean_over_tiles`, each feature cell taken from the
+tile it lies deepest in), and the second pass gives it to every tile. In the
+overlaps each tile's logits are weighted by their distance from its edges,
+ramping up over `overlap` pixels, so a pixel's logits come mostly from the tile it
+lies deepest in and change smoothly from one tile to the next.
 
 Example:
   >>> images = tf.random.uniform([1, 97, 161, 3])
@@ -66,6 +68,56 @@ def _add_to_window(total: tf.Tensor, top: tf.Tensor, left: tf.Tensor,
   return tf.raw_ops.TensorStridedSliceUpdate(
       input=total, begin=begin, end=begin + shape, strides=[1, 1, 1, 1],
       value=window + values)
+
+
+def _owned_cells(starts: tf.Tensor, index: tf.Tensor, cells: tf.Tensor, grid_cells: tf.Tensor,
+                 alignment: int) -> tf.Tensor:
+  """bool [cells]: which of tile `index`'s feature cells it owns along one side.
+
+  Adjacent tiles split their overlap at its middle, so each cell of the whole
+  grid (`grid_cells` long) is owned by exactly one tile, the one it lies deepest in.
+  """
+  first = starts // alignment
+  # Boundary j lies between tile j-1 and tile j; the outer ones are the grid's edges.
+  middles = (first[1:] + first[:-1] + cells) // 2
+  bounds = tf.concat([[0], middles, [grid_cells]], axis=0)
+  positions = first[index] + tf.range(cells)
+  return (positions >= bounds[index]) & (positions < bounds[index + 1])
+
+
+def mean_over_tiles(features_of_tile: Callable[[tf.Tensor], tf.Tensor], images: tf.Tensor,
+                    tile_size: int, overlap: int, alignment: int, channels: int) -> tf.Tensor:
+  """The mean over the whole image of features computed tile by tile: float32 [N, C].
+
+  Args:
+    features_of_tile: float32 [N, h, w, 3] -> [N, (h - 1) / alignment + 1,
+      (w - 1) / alignment + 1, channels], e.g. the backbone's output.
+    images, tile_size, overlap, alignment: as `blend_tiles` (the same tiles).
+    channels: C.
+  """
+  shape = tf.shape(images)
+  height, width = shape[1], shape[2]
+  tops = tile_starts(height, tile_size, overlap, alignment)
+  lefts = tile_starts(width, tile_size, overlap, alignment)
+  tile_height, tile_width = tf.minimum(height, tile_size), tf.minimum(width, tile_size)
+  rows, columns = (height - 1) // alignment + 1, (width - 1) // alignment + 1
+  num_columns = tf.size(lefts)
+
+  def add_one(index, total):
+    row, column = index // num_columns, index % num_columns
+    top, left = tops[row], lefts[column]
+    features = tf.cast(features_of_tile(images[:, top:top + tile_height,
+                                               left:left + tile_width, :]), tf.float32)
+    cells = tf.shape(features)
+    owned = (tf.cast(_owned_cells(tops, row, cells[1], rows, alignment), tf.float32)[:, None] *
+             tf.cast(_owned_cells(lefts, column, cells[2], columns, alignment),
+                     tf.float32)[None, :])
+    return index + 1, total + tf.einsum('nhwc,hw->nc', features, owned)
+
+  _, total = tf.while_loop(
+      lambda index, _: index < tf.size(tops) * num_columns, add_one,
+      (tf.constant(0), tf.zeros(tf.stack([shape[0], channels]))), parallel_iterations=1)
+  return total / tf.cast(rows * columns, tf.float32)
 
 
 def blend_tiles(predict_tile: Callable[[tf.Tensor], tf.Tensor], images: tf.Tensor,

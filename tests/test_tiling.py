@@ -13,7 +13,7 @@ import tensorflow as tf
 from conftest import REPO_ROOT, shared_path
 from deeplab.config import TilingConfig
 from deeplab.predict import predict_labels, predict_logits
-from deeplab.tiling import blend_tiles, tile_starts
+from deeplab.tiling import blend_tiles, mean_over_tiles, tile_starts
 
 # Images above 129x129 pixels run in 129x129 tiles (k * 16 + 1) sharing 48 pixels.
 SMALL_TILES = TilingConfig(max_whole_image_pixels=129 * 129, tile_size=129, tile_overlap=48)
@@ -59,6 +59,16 @@ def test_blending_a_per_pixel_function_gives_its_values_within_1e_5():
                         tile_size=65, overlap=24, alignment=16, channels=4)
   expected = tf.concat([images, images[..., :1] ** 2], -1)
   np.testing.assert_allclose(blended, expected, rtol=1e-5)
+
+
+@pytest.mark.portable
+def test_the_mean_over_tiles_is_the_whole_image_mean_each_cell_counted_once():
+  images = tf.random.stateless_uniform([2, 177, 241, 3], seed=[0, 2], maxval=255)
+  # A feature grid at stride 16 aligned with the image's: every 16th pixel.
+  mean = mean_over_tiles(lambda tile: tile[:, ::16, ::16, :], images, tile_size=65,
+                         overlap=24, alignment=16, channels=3)
+  np.testing.assert_allclose(mean, tf.reduce_mean(images[:, ::16, ::16, :], axis=[1, 2]),
+                             rtol=1e-5)
 
 
 @pytest.mark.portable
