@@ -168,7 +168,8 @@ def test_setup_warnings_name_each_trap_and_its_setting(tmp_path):
   assert 'hold 74% of their initial values after 1000 steps' in unconverged
   # 25,125 pixels an image (about 158x158) at scales 0.5-2 in a 513x513 crop.
   assert "about 158x158" in padding and "train_data.crop_size=[145, 145]" in padding
-  assert 'c3 (0.4%), c4 (0.0%), c5 (0.6%)' in rare and 'Absent from the training split: c4' in rare
+  assert '2 class(es) are under 1% of the labelled training pixels: c3 (0.4%), c5 (0.6%).' in rare
+  assert '1 class(es) have no pixel in the training split: c4;' in rare
   assert f'trainer.class_weights={suggested_class_weights(counts)}' in rare
 
   quiet = _setup_warnings(info, f'train_data.dataset_dir={tmp_path},train_data.batch_size=16,'
@@ -182,9 +183,9 @@ def test_setup_warnings_name_each_trap_and_its_setting(tmp_path):
                                                  'train_data.batch_size=16', replicas=2)[0]
 
 
-def test_suggested_class_weights_are_median_frequency_capped():
-  assert suggested_class_weights([600, 300, 100, 0]) == [0.5, 1.0, 3.0, 10.0]
-  assert suggested_class_weights([10**6, 1]) == [0.5, 10.0]
+def test_suggested_class_weights_are_square_roots_of_median_frequency_capped():
+  assert suggested_class_weights([600, 300, 100, 0]) == [0.71, 1.0, 1.73, 1.0]
+  assert suggested_class_weights([10**6, 1]) == [0.71, 10.0]
 
 
 def test_collapse_warning_on_one_class_or_far_below_training():

