@@ -21,6 +21,7 @@ import tf_keras
 from deeplab.backbones import get_backbone_spec
 from deeplab.config import TilingConfig
 from deeplab.layers import resize_bilinear
+from deeplab.model import DeepLabModel
 from deeplab.tiling import blend_tiles, mean_over_tiles
 
 
@@ -106,6 +107,10 @@ def predict_logits(model: tf_keras.Model, images, output_stride: Optional[int] =
   def tiled():
     tile_size = valid_size(tiling.tile_size, stride)
     image_features = None
+    if not isinstance(model, DeepLabModel):
+      # Any other Keras model runs as it is on each tile.
+      return blend_tiles(lambda tile: model(tile, training=False), padded, tile_size,
+                         tiling.tile_overlap, stride, model.config.num_classes)
     if model.config.add_image_level_feature:
       channels = model.backbone.output['features'].shape[-1]
       image_features = mean_over_tiles(

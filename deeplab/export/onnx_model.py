@@ -5,10 +5,11 @@
 size; output `labels` int32 [N, H, W] (and `probabilities` float32
 [N, H, W, num_classes] with `ExportConfig.include_probabilities`). The model's
 padding to a valid size and the export's scales, flip and output stride are in
-the graph, as in the SavedModel. The request checks of `image_tensor` (an empty
-batch, more than `ExportConfig.max_image_pixels` pixels) are TensorFlow Assert
-ops, which ONNX has no counterpart for: the converted graph has none, so callers
-check their inputs.
+the graph, as in the SavedModel; tiled inference is not (every image runs whole:
+tile large images before calling, or serve them with the SavedModel). The
+request checks of `image_tensor` (an empty batch, more than
+`ExportConfig.max_image_pixels` pixels) are TensorFlow Assert ops, which ONNX has
+no counterpart for: the converted graph has none, so callers check their inputs.
 
 The same file runs in other ONNX runtimes: OpenVINO reads it directly
 (`openvino.Core().compile_model('model.onnx', 'CPU')`, labels checked by
@@ -33,6 +34,7 @@ from typing import Any, List, Sequence, Tuple, Union
 import numpy as np
 from absl import logging
 
+from deeplab.config import TilingConfig
 from deeplab.export.parity import (SAVED_MODEL_MIN_AGREEMENT, Agreement, SampleImage,
                                    label_agreement)
 from deeplab.export.serving import ServingModule
@@ -78,13 +80,20 @@ def require_onnx() -> Tuple[Any, Any]:
 
 
 def convert(module: ServingModule) -> bytes:
-  """The ONNX model (serialized ModelProto) of `module`'s `image_tensor` function.
+  """The ONNX model (serialized ModelProto) of `module`'s `image_tensor` function,
+  with every image run whole.
 
-  The concrete function converted is the one the SavedModel stores, traced once.
+  tf2onnx cannot give the convolutions inside the tiled path's loop a rank, so
+  the converted function is the module's with tiling off; the rest (padding,
+  scales, flips, output stride) is the SavedModel's.
   """
   tf2onnx, _ = require_onnx()
   logging.info('Converting the image_tensor signature to ONNX (opset %d).', OPSET)
-  function = module.serve_image_tensor
+  whole_images = dataclasses.replace(module.export_config,
+                                     tiling=TilingConfig(max_whole_image_pixels=0))
+  # Kept referenced while converting: a tf.function method holds its object weakly.
+  whole_module = ServingModule(module.model, whole_images)
+  function = whole_module.serve_image_tensor
   model_proto, _ = tf2onnx.convert.from_function(function, function.input_signature,
                                                  opset=OPSET)
   return model_proto.SerializeToString()
