@@ -24,6 +24,8 @@ TINY = ('model.backbone=mobilenet_v2,model.depth_multiplier=0.25,model.aspp_conv
         'model.decoder_filters=16,train_data.batch_size=2,train_data.crop_size=[65, 65],'
         'train_data.shuffle_buffer_size=4,trainer.train_steps=2,'
         'trainer.checkpoint_every_n_steps=2,trainer.log_every_n_steps=2,'
+        # Only the last stage is evaluated, once, below.
+        'trainer.eval_every_n_steps=0,'
         'evaluation.eval_scales=[1.0],evaluation.add_flipped_images=false')
 # COCO 2017 ids: person and cat are VOC classes 15 and 8; 88 (teddy bear) is not.
 PERSON, CAT, TEDDY_BEAR = 1, 17, 88

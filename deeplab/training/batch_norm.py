@@ -9,7 +9,7 @@ other data (or, in a model-zoo checkpoint whose BatchNorm was folded, it is mean
 and variance 1), and the evaluated model can predict one class everywhere while
 training looks fine.
 
-`recompute_moving_statistics` replaces every trained BatchNorm's moving mean and
+`MovingStatisticsRecomputer` replaces every trained BatchNorm's moving mean and
 variance by the mean of its batch statistics over training batches, run forward
 with every layer as in training (no weight changes). Training calls it when
 `staleness` says the averages cannot have converged, before it saves a
@@ -21,7 +21,7 @@ Example:
   >>> recompute_moving_statistics(model, iterator, num_batches=100)  # doctest: +SKIP
 """
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import tensorflow as tf
 import tf_keras
@@ -44,10 +44,9 @@ def staleness(model: tf_keras.Model, step: int) -> float:
   return max(momenta, default=0.0) ** max(step, 0)
 
 
-def recompute_moving_statistics(model: tf_keras.Model, iterator, num_batches: int,
-                                strategy: Optional[tf.distribute.Strategy] = None) -> int:
+class MovingStatisticsRecomputer:
   """Sets each trained BatchNorm's moving statistics to the mean of its batch
-  statistics over `num_batches` training batches.
+  statistics over training batches; traced once, called at every checkpoint.
 
   The batches run through the model in training mode (dropout included), each
   layer normalizing with its batch statistics as in a train step; no weight but
@@ -57,61 +56,88 @@ def recompute_moving_statistics(model: tf_keras.Model, iterator, num_batches: in
 
   Args:
     model: a DeepLab model built under `strategy`'s scope.
-    iterator: yields {'images': float32 [B, H, W, 3] 0..255, ...} (distributed
-      batches under a strategy).
-    num_batches: batches to average over.
     strategy: the model's strategy; default the current one.
-
-  Returns:
-    (recomputed, kept): the numbers of BatchNorm layers recomputed, and of those
-    left as they were because a batch gave a NaN or Inf statistic (corrupt
-    inputs must not poison the checkpoint saved next).
   """
-  strategy = strategy or tf.distribute.get_strategy()
-  layers = trained_batch_norms(model)
-  if not layers or num_batches < 1:
-    return 0, 0
-  variables = [v for layer in layers for v in (layer.moving_mean, layer.moving_variance)]
-  def local_copy(value):
-    return tf.Variable(value, trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
-                       aggregation=tf.VariableAggregation.MEAN)
 
-  with strategy.scope():
-    sums = [local_copy(tf.zeros_like(v)) for v in variables]
-    # Each forward pass overwrites the moving statistics; these restore a kept layer.
-    originals = [local_copy(v.read_value()) for v in variables]
-    kept = tf.Variable(0, trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
-                       aggregation=tf.VariableAggregation.SUM)
+  def __init__(self, model: tf_keras.Model, strategy: Optional[tf.distribute.Strategy] = None):
+    self.strategy = strategy or tf.distribute.get_strategy()
+    self.layers = trained_batch_norms(model)
+    self._model = model
+    self._variables = [v for layer in self.layers
+                       for v in (layer.moving_mean, layer.moving_variance)]
 
-  def accumulate(batch):
-    model(batch['images'], training=True)
-    for total, variable in zip(sums, variables):
+    def local(value):
+      return tf.Variable(value, trainable=False,
+                         synchronization=tf.VariableSynchronization.ON_READ,
+                         aggregation=tf.VariableAggregation.MEAN)
+
+    with self.strategy.scope():
+      self._sums = [local(tf.zeros_like(v)) for v in self._variables]
+      # Each forward pass overwrites the moving statistics; these restore a kept layer.
+      self._originals = [local(tf.zeros_like(v)) for v in self._variables]
+      self._kept = tf.Variable(0, trainable=False,
+                               synchronization=tf.VariableSynchronization.ON_READ,
+                               aggregation=tf.VariableAggregation.SUM)
+    self._run = tf.function(self._run_batches)
+
+  def _start(self):
+    for total, original, variable in zip(self._sums, self._originals, self._variables):
+      total.assign(tf.zeros_like(total))
+      original.assign(variable)
+    self._kept.assign(0)
+
+  def _accumulate(self, batch):
+    self._model(batch['images'], training=True)
+    for total, variable in zip(self._sums, self._variables):
       total.assign_add(variable)
 
-  def assign_means():
-    for index in range(0, len(variables), 2):
+  def _assign_means(self, num_batches):
+    for index in range(0, len(self._variables), 2):
       pair = slice(index, index + 2)
-      means = [total / num_batches for total in sums[pair]]
+      means = [total / tf.cast(num_batches, total.dtype) for total in self._sums[pair]]
       finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(m)) for m in means])
-      for mean, original, variable in zip(means, originals[pair], variables[pair]):
+      for mean, original, variable in zip(means, self._originals[pair], self._variables[pair]):
         variable.assign(tf.where(finite, mean, original))
-      kept.assign_add(tf.cast(tf.logical_not(finite), tf.int32))
+      self._kept.assign_add(tf.cast(tf.logical_not(finite), tf.int32))
 
-  @tf.function
-  def run(iterator):
+  def _run_batches(self, iterator, num_batches):
+    self.strategy.run(self._start)
     for _ in tf.range(num_batches):
-      strategy.run(accumulate, args=(next(iterator),))
-    strategy.run(assign_means)
+      self.strategy.run(self._accumulate, args=(next(iterator),))
+    self.strategy.run(self._assign_means, args=(num_batches,))
 
-  # A momentum of 0 makes each forward pass set the moving statistics to the batch's
-  # own (read when the function is traced, so only this function sees it).
-  momenta = [layer.momentum for layer in layers]
-  try:
-    for layer in layers:
-      layer.momentum = 0.0
-    run(iterator)
-  finally:
-    for layer, momentum in zip(layers, momenta):
-      layer.momentum = momentum
-  # Summed over replicas: a layer counts once if any replica kept it.
-  return len(layers), min(int(kept.numpy()), len(layers))
+  def __call__(self, iterator, num_batches: int) -> Tuple[int, int]:
+    """Recomputes the statistics from `num_batches` batches of `iterator`.
+
+    Args:
+      iterator: yields {'images': float32 [B, H, W, 3] 0..255, ...} (distributed
+        batches under a strategy).
+      num_batches: batches to average over.
+
+    Returns:
+      (recomputed, kept): the numbers of BatchNorm layers recomputed, and of
+      those left as they were because a batch gave a NaN or Inf statistic
+      (corrupt inputs must not poison the checkpoint saved next).
+    """
+    if not self.layers or num_batches < 1:
+      return 0, 0
+    # A momentum of 0 makes each forward pass set the moving statistics to the
+    # batch's own; it is read when the function is traced, so only this function
+    # sees it.
+    momenta = [layer.momentum for layer in self.layers]
+    try:
+      for layer in self.layers:
+        layer.momentum = 0.0
+      self._run(iterator, tf.constant(num_batches, tf.int32))
+    finally:
+      for layer, momentum in zip(self.layers, momenta):
+        layer.momentum = momentum
+    # Summed over replicas: a layer counts once if any replica kept it.
+    return len(self.layers), min(int(self._kept.numpy()), len(self.layers))
+
+
+def recompute_moving_statistics(model: tf_keras.Model, iterator, num_batches: int,
+                                strategy: Optional[tf.distribute.Strategy] = None
+                               ) -> Tuple[int, int]:
+  """`MovingStatisticsRecomputer(model, strategy)(iterator, num_batches)`, once."""
+  return MovingStatisticsRecomputer(model, strategy)(iterator, num_batches)

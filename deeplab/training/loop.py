@@ -265,6 +265,7 @@ class _Loop:
     self.sample_predictions = None
     self.warnings = list(warnings)
     self.batch_norm_refreshed_at = None
+    self.recompute_statistics = None
 
   def _train_dataset(self, seed: int, input_context=None, batch_size=None):
     data = self.config.train_data
@@ -353,8 +354,10 @@ class _Loop:
     seed = data_seed(self.config.runtime.seed, -2 - step)
     dataset = self.strategy.distribute_datasets_from_function(
         lambda context: self._train_dataset(seed, context))
-    recomputed, kept = batch_norm.recompute_moving_statistics(self.model, iter(dataset), batches,
-                                                               self.strategy)
+    if self.recompute_statistics is None:
+      self.recompute_statistics = batch_norm.MovingStatisticsRecomputer(self.model,
+                                                                        self.strategy)
+    recomputed, kept = self.recompute_statistics(iter(dataset), batches)
     logging.info('Recomputed the statistics of %d BatchNorm layers in %.1f s.',
                  recomputed - kept, time.perf_counter() - start_time)
     if kept:
