@@ -60,16 +60,15 @@ def edge_weights(size: tf.Tensor, overlap: int) -> tf.Tensor:
 
 def _add_to_window(total: tf.Tensor, top: tf.Tensor, left: tf.Tensor,
                    values: tf.Tensor) -> tf.Tensor:
-  """`total` [H, W, ...] with `values` [h, w, ...] added at (top, left).
-
-  A scatter-add over the window's tile-sized indices: TensorFlow updates `total`'s
-  buffer in place where it can (no image-sized temporary), and ONNX has the same
-  op (ScatterND with reduction add), so exported graphs convert.
-  """
+  """`total` [N, H, W, C] with `values` [N, h, w, C] added at (top, left), in place
+  where TensorFlow can reuse `total`'s buffer (no image-sized temporary; a
+  scatter-add, which ONNX has, copies `total` at every tile)."""
   shape = tf.shape(values)
-  rows, columns = top + tf.range(shape[0]), left + tf.range(shape[1])
-  indices = tf.stack(tf.meshgrid(rows, columns, indexing='ij'), axis=-1)
-  return tf.tensor_scatter_nd_add(total, indices, values)
+  begin = tf.stack([0, top, left, 0])
+  window = total[:, top:top + shape[1], left:left + shape[2], :]
+  return tf.raw_ops.TensorStridedSliceUpdate(
+      input=total, begin=begin, end=begin + shape, strides=[1, 1, 1, 1],
+      value=window + values)
 
 
 def _owned_cells(starts: tf.Tensor, index: tf.Tensor, cells: tf.Tensor, grid_cells: tf.Tensor,
@@ -143,15 +142,14 @@ def blend_tiles(predict_tile: Callable[[tf.Tensor], tf.Tensor], images: tf.Tenso
   tops = tile_starts(height, tile_size, overlap, alignment)
   lefts = tile_starts(width, tile_size, overlap, alignment)
   tile_height, tile_width = tf.minimum(height, tile_size), tf.minimum(width, tile_size)
-  # Sums are kept [H, W, N, C], so a tile's window is indexed by (row, column) only.
   weights = (edge_weights(tile_height, overlap)[:, tf.newaxis] *
-             edge_weights(tile_width, overlap)[tf.newaxis, :])[:, :, tf.newaxis, tf.newaxis]
+             edge_weights(tile_width, overlap)[tf.newaxis, :])[tf.newaxis, :, :, tf.newaxis]
   num_columns = tf.size(lefts)
 
   def predict_one(index, logits_sum, weight_sum):
     top, left = tops[index // num_columns], lefts[index % num_columns]
     tile = images[:, top:top + tile_height, left:left + tile_width, :]
-    logits = tf.transpose(tf.cast(predict_tile(tile), tf.float32), [1, 2, 0, 3])
+    logits = tf.cast(predict_tile(tile), tf.float32)
     return (index + 1, _add_to_window(logits_sum, top, left, logits * weights),
             _add_to_window(weight_sum, top, left, weights))
 
@@ -159,8 +157,8 @@ def blend_tiles(predict_tile: Callable[[tf.Tensor], tf.Tensor], images: tf.Tenso
   # memory is one tile's, not several.
   _, logits_sum, weight_sum = tf.while_loop(
       lambda index, *_: index < tf.size(tops) * num_columns, predict_one,
-      (tf.constant(0), tf.zeros(tf.stack([height, width, batch, channels])),
-       tf.zeros(tf.stack([height, width, 1, 1]))),
+      (tf.constant(0), tf.zeros(tf.stack([batch, height, width, channels])),
+       tf.zeros(tf.stack([1, height, width, 1]))),
       parallel_iterations=1)
   logits_sum.set_shape([None, None, None, channels])
-  return tf.transpose(logits_sum / weight_sum, [2, 0, 1, 3])
+  return logits_sum / weight_sum
