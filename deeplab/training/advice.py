@@ -22,12 +22,10 @@ import numpy as np
 from deeplab.config import DataConfig, ExperimentConfig
 from deeplab.data.info import DatasetInfo
 from deeplab.metrics import segmentation_metrics
+from deeplab.training.batch_norm import STALE_SHARE
 
 # The official advice: fine-tune BatchNorm with at least 12 images per batch.
 MIN_BATCH_NORM_BATCH = 12
-# A moving average holding more than this share of its initial value at the last
-# step cannot have converged (same bound as `batch_norm.STALE_SHARE`).
-UNCONVERGED_SHARE = 0.01
 # Crops whose expected share of padding is above this are mostly ignored pixels.
 MAX_PADDING_SHARE = 0.5
 # Classes below this share of the labelled training pixels are called rare.
@@ -66,7 +64,7 @@ def setup_warnings(config: ExperimentConfig, info: Optional[DatasetInfo],
           f'freeze BatchNorm with trainer.fine_tune_batch_norm=false or use a larger '
           f'train_data.batch_size.')
     share = moving_average_momentum ** trainer.train_steps
-    if share > UNCONVERGED_SHARE and not trainer.precise_batch_norm_batches:
+    if share > STALE_SHARE and not trainer.precise_batch_norm_batches:
       warnings.append(
           f'BatchNorm moving averages (momentum {moving_average_momentum}) will still hold '
           f'{share:.0%} of their initial values after {trainer.train_steps} steps, and '
