@@ -340,7 +340,8 @@ class TilingConfig:
   the agreement this buys is measured in the README. The image-pooling branch
   averages the whole image: a first pass over the tiles computes the mean of the
   backbone features, which the second gives every tile, so tiled inference runs
-  the backbone twice.
+  the backbone twice. XLA (`jit_compile`) cannot compile tiled inference, whose
+  tile sizes are not compile-time constants: under XLA, pass no tiling.
 
   Attributes:
     max_whole_image_pixels: images with more pixels (height x width) run in

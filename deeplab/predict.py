@@ -75,6 +75,62 @@ def _tile_logits(model: tf_keras.Model, tile: tf.Tensor, image_features) -> tf.T
   return model.get_layer('upsample_logits')([logits, tile])
 
 
+class _PaddedLogits:
+  """Logits float32 [N, h, w, C] of images already padded to a valid size: the whole
+  image, or tiles when it has more pixels than the tiling's budget.
+
+  Where the size is known (eager calls, static shapes) the choice is made in
+  Python. Where it is not (a graph for any size), the choice is a `tf.cond` inside
+  one graph function that every call shares and that callers do not inline: the
+  scaled and flipped copies of multi-scale inference call the same function, so
+  the network and its tiled branch are traced, stored and made ready to run once,
+  not once per copy (which made a two-scale, flipped export four times slower to
+  build and to load).
+  """
+
+  def __init__(self, model: tf_keras.Model, stride: int, tiling: Optional[TilingConfig]):
+    self.model, self.stride, self.tiling = model, stride, tiling
+    self._function = None
+
+  def __call__(self, padded: tf.Tensor) -> tf.Tensor:
+    tiling = self.tiling
+    if tiling is None or not tiling.max_whole_image_pixels:
+      return self._whole(padded)
+    known = tf.get_static_value(self._too_large(padded))
+    if known is not None:
+      return self._tiled(padded) if known else self._whole(padded)
+    if self._function is None:
+      self._function = tf.function(
+          lambda images: tf.cond(self._too_large(images), lambda: self._tiled(images),
+                                 lambda: self._whole(images)),
+          input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+          experimental_attributes={'_noinline': True})
+    return self._function(padded)
+
+  def _too_large(self, padded: tf.Tensor) -> tf.Tensor:
+    shape = tf.shape(padded, out_type=tf.int64)
+    return shape[1] * shape[2] > self.tiling.max_whole_image_pixels
+
+  def _whole(self, padded: tf.Tensor) -> tf.Tensor:
+    return tf.cast(self.model(padded, training=False), tf.float32)
+
+  def _tiled(self, padded: tf.Tensor) -> tf.Tensor:
+    model, stride, tiling = self.model, self.stride, self.tiling
+    tile_size = valid_size(tiling.tile_size, stride)
+    if not isinstance(model, DeepLabModel):
+      # Any other Keras model runs as it is on each tile.
+      return blend_tiles(lambda tile: model(tile, training=False), padded, tile_size,
+                         tiling.tile_overlap, stride, model.config.num_classes)
+    image_features = None
+    if model.config.add_image_level_feature:
+      channels = model.backbone.output['features'].shape[-1]
+      image_features = mean_over_tiles(
+          lambda tile: _backbone_outputs(model, tile)['features'], padded, tile_size,
+          tiling.tile_overlap, stride, channels)[:, tf.newaxis, tf.newaxis, :]
+    return blend_tiles(lambda tile: _tile_logits(model, tile, image_features), padded,
+                       tile_size, tiling.tile_overlap, stride, model.config.num_classes)
+
+
 def predict_logits(model: tf_keras.Model, images, output_stride: Optional[int] = None,
                    tiling: Optional[TilingConfig] = TilingConfig()):
   """Logits [N, H, W, C] for images of any size, padded to a valid size and cropped back.
@@ -94,41 +150,19 @@ def predict_logits(model: tf_keras.Model, images, output_stride: Optional[int] =
   Returns:
     float32 logits at the input size.
   """
-  images = tf.cast(images, tf.float32)
   stride = output_stride or model.config.output_stride
+  return _predict_logits(model, images, _PaddedLogits(model, stride, tiling))
+
+
+def _predict_logits(model: tf_keras.Model, images, padded_logits: _PaddedLogits) -> tf.Tensor:
+  """`predict_logits` with the padded images' logits from `padded_logits`."""
+  images = tf.cast(images, tf.float32)
+  stride = padded_logits.stride
   shape = tf.shape(images)
   height, width = shape[1], shape[2]
   padded = _pad_images(images, valid_size(height, stride), valid_size(width, stride),
                        pad_value(model.config.backbone))
-
-  def whole():
-    return tf.cast(model(padded, training=False), tf.float32)
-
-  def tiled():
-    tile_size = valid_size(tiling.tile_size, stride)
-    image_features = None
-    if not isinstance(model, DeepLabModel):
-      # Any other Keras model runs as it is on each tile.
-      return blend_tiles(lambda tile: model(tile, training=False), padded, tile_size,
-                         tiling.tile_overlap, stride, model.config.num_classes)
-    if model.config.add_image_level_feature:
-      channels = model.backbone.output['features'].shape[-1]
-      image_features = mean_over_tiles(
-          lambda tile: _backbone_outputs(model, tile)['features'], padded, tile_size,
-          tiling.tile_overlap, stride, channels)[:, tf.newaxis, tf.newaxis, :]
-    return blend_tiles(lambda tile: _tile_logits(model, tile, image_features), padded,
-                       tile_size, tiling.tile_overlap, stride, model.config.num_classes)
-
-  if tiling is None or not tiling.max_whole_image_pixels:
-    return whole()[:, :height, :width, :]
-  too_large = (tf.cast(height, tf.int64) * tf.cast(width, tf.int64) >
-               tiling.max_whole_image_pixels)
-  known = tf.get_static_value(too_large)
-  if known is None:
-    logits = tf.cond(too_large, tiled, whole)
-  else:
-    logits = tiled() if known else whole()
-  return logits[:, :height, :width, :]
+  return padded_logits(padded)[:, :height, :width, :]
 
 
 def predict_probabilities(model: tf_keras.Model,
@@ -159,6 +193,8 @@ def predict_probabilities(model: tf_keras.Model,
   shape = tf.shape(images)
   height, width = shape[1], shape[2]
   probabilities = []
+  # One function for every copy (see `_PaddedLogits`).
+  padded_logits = _PaddedLogits(model, model.config.output_stride, tiling)
   for scale in eval_scales:
     scaled = images
     if scale != 1.0:
@@ -166,7 +202,7 @@ def predict_probabilities(model: tf_keras.Model,
                                         scale_dimension(width, scale)])
     for flipped in ((False, True) if flip else (False,)):
       inputs = tf.reverse(scaled, axis=[2]) if flipped else scaled
-      scaled_probabilities = tf.nn.softmax(predict_logits(model, inputs, tiling=tiling))
+      scaled_probabilities = tf.nn.softmax(_predict_logits(model, inputs, padded_logits))
       if flipped:
         scaled_probabilities = tf.reverse(scaled_probabilities, axis=[2])
       if scale != 1.0:

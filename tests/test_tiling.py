@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO_ROOT, shared_path
+from deeplab import predict
 from deeplab.config import TilingConfig
 from deeplab.predict import predict_labels, predict_logits
 from deeplab.tiling import blend_tiles, mean_over_tiles, tile_starts
@@ -85,6 +86,41 @@ def test_tiled_labels_agree_with_whole_image_labels_on_a_photo(photo_model, phot
   scales = (0.75, 1.25)
   assert agreement(predict_labels(photo_model, photo, scales, True, tiling=None),
                    predict_labels(photo_model, photo, scales, True, tiling=SMALL_TILES)) >= 0.97
+
+
+def test_a_multiscale_graph_for_any_size_builds_each_path_once_and_equals_eager(
+    photo_model, photo, monkeypatch):
+  # Every scaled and flipped copy calls one shared function: the network and its
+  # tiled branch are traced once, not once per copy.
+  traces = {'_whole': 0, '_tiled': 0}
+  for name in traces:
+    original = getattr(predict._PaddedLogits, name)  # pylint: disable=protected-access
+
+    def counted(self, padded, name=name, original=original):
+      traces[name] += 1
+      return original(self, padded)
+    monkeypatch.setattr(predict._PaddedLogits, name, counted)  # pylint: disable=protected-access
+  scales = (0.75, 1.0)
+  graph = tf.function(lambda images: predict.predict_probabilities(
+      photo_model, images, scales, True, SMALL_TILES),
+                      input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+  # 121x181 and 161x241 pixels: both scales run in tiles.
+  in_graph = graph(photo)
+  assert traces == {'_whole': 1, '_tiled': 1}
+  eager = predict.predict_probabilities(photo_model, photo, scales, True, SMALL_TILES)
+  np.testing.assert_allclose(in_graph, eager, atol=1e-5)
+
+
+def test_xla_compiles_multiscale_inference_of_whole_images(tiny_model):
+  # XLA cannot compile tiles (their sizes are not compile-time constants); without
+  # tiling it compiles, and gives eager's probabilities.
+  images = np.random.default_rng(0).uniform(0, 255, [1, 65, 81, 3]).astype(np.float32)
+  compiled = tf.function(
+      lambda x: predict.predict_probabilities(tiny_model, x, (0.75, 1.0), True, tiling=None),
+      input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], jit_compile=True)
+  np.testing.assert_allclose(
+      compiled(images), predict.predict_probabilities(tiny_model, images, (0.75, 1.0), True,
+                                                      tiling=None), atol=1e-5)
 
 
 # How far the resident memory peaks above where it stood (MiB) while one 1153x1153

@@ -21,7 +21,7 @@ import tensorflow as tf
 import tf_keras
 
 from deeplab.benchmark.timing import time_calls, time_interleaved
-from deeplab.config import SUPPORTED_PRECISIONS, ExportConfig, ModelConfig
+from deeplab.config import SUPPORTED_PRECISIONS, ExportConfig, ModelConfig, TilingConfig
 from deeplab.export import export_model
 from deeplab.model import DeepLabModel, ModelCost, build_model, model_cost
 from deeplab.predict import label_predictor, load_label_predictor, predict_probabilities
@@ -166,11 +166,15 @@ def measure_multiscale(config: BenchmarkConfig, scales: Sequence[float] = EVAL_S
   """
   model = model or build_benchmark_model(config)
   spec = [tf.TensorSpec([None, None, None, 3], tf.float32)]
-  combined = tf.function(lambda images: predict_probabilities(model, images, scales, flip),
-                         input_signature=spec, jit_compile=config.xla)
-  single = {scale: tf.function(lambda images, s=scale: predict_probabilities(model, images, (s,)),
-                               input_signature=spec, jit_compile=config.xla)
-            for scale in scales}
+  # XLA cannot compile tiled inference (tile sizes are not compile-time constants),
+  # so with XLA every image runs whole.
+  tiling = None if config.xla else TilingConfig()
+  combined = tf.function(
+      lambda images: predict_probabilities(model, images, scales, flip, tiling),
+      input_signature=spec, jit_compile=config.xla)
+  single = {scale: tf.function(
+      lambda images, s=scale: predict_probabilities(model, images, (s,), tiling=tiling),
+      input_signature=spec, jit_compile=config.xla) for scale in scales}
   images = benchmark_images(1, config.size)
   timing = time_calls(lambda: combined(images).numpy(), config.runs, config.warmup)
   passes = {scale: time_calls(lambda f=function: f(images).numpy(), config.runs,
