@@ -23,7 +23,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import SHARED_DIR
-from deeplab.config import ExportConfig
+from deeplab.config import ExportConfig, TilingConfig
 from deeplab.export import PADDED_LABEL, ServingModule
 from deeplab.export.saved_model import write_saved_model
 from test_export import CONFIG, NUM_CLASSES, scene, seeded_model
@@ -47,7 +47,10 @@ BIN = pathlib.Path(sys.executable).parent
 @pytest.fixture(scope='module')
 def saved_model(tmp_path_factory):
   path = str(tmp_path_factory.mktemp('fuzz') / 'saved_model')
-  module = ServingModule(seeded_model(CONFIG, seed=1), ExportConfig(max_image_pixels=MAX_PIXELS))
+  # Every request is under the tiling budget, so the tiled path is left out of the
+  # graph (test_export.py serves a tiled image).
+  module = ServingModule(seeded_model(CONFIG, seed=1), ExportConfig(
+      max_image_pixels=MAX_PIXELS, tiling=TilingConfig(max_whole_image_pixels=0)))
   write_saved_model(module, path)
   return path
 
