@@ -75,6 +75,9 @@ def _tile_logits(model: tf_keras.Model, tile: tf.Tensor, image_features) -> tf.T
   return model.get_layer('upsample_logits')([logits, tile])
 
 
+_PADDED_SPEC = tf.TensorSpec([None, None, None, 3], tf.float32)
+
+
 class _PaddedLogits:
   """Logits float32 [N, h, w, C] of images already padded to a valid size: the whole
   image, or tiles when it has more pixels than the tiling's budget.
@@ -94,26 +97,25 @@ class _PaddedLogits:
     self.model, self.stride, self.tiling = model, stride, tiling
     self._function = None
 
-  def __call__(self, padded: tf.Tensor) -> tf.Tensor:
+  def __call__(self, padded: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """Logits of `padded`, whose images are `height` x `width` pixels before padding."""
     tiling = self.tiling
     if tiling is None or not tiling.max_whole_image_pixels:
       return self._whole(padded)
-    known = tf.get_static_value(self._too_large(padded))
+    too_large = (tf.cast(height, tf.int64) * tf.cast(width, tf.int64) >
+                 tiling.max_whole_image_pixels)
+    known = tf.get_static_value(too_large)
     if known is not None:
       return self._tiled(padded) if known else self._whole(padded)
     if self._function is None:
-      spec = [tf.TensorSpec([None, None, None, 3], tf.float32)]
-      tiled = tf.function(self._tiled, input_signature=spec,
+      tiled = tf.function(self._tiled, input_signature=[_PADDED_SPEC],
                           experimental_attributes={'_noinline': True})
       self._function = tf.function(
-          lambda images: tf.cond(self._too_large(images), lambda: tiled(images),
-                                 lambda: self._whole(images)),
-          input_signature=spec, experimental_attributes={'_noinline': True})
-    return self._function(padded)
-
-  def _too_large(self, padded: tf.Tensor) -> tf.Tensor:
-    shape = tf.shape(padded, out_type=tf.int64)
-    return shape[1] * shape[2] > self.tiling.max_whole_image_pixels
+          lambda images, large: tf.cond(large, lambda: tiled(images),
+                                        lambda: self._whole(images)),
+          input_signature=[_PADDED_SPEC, tf.TensorSpec([], tf.bool)],
+          experimental_attributes={'_noinline': True})
+    return self._function(padded, too_large)
 
   def _whole(self, padded: tf.Tensor) -> tf.Tensor:
     return tf.cast(self.model(padded, training=False), tf.float32)
@@ -166,7 +168,7 @@ def _predict_logits(model: tf_keras.Model, images, padded_logits: _PaddedLogits)
   height, width = shape[1], shape[2]
   padded = _pad_images(images, valid_size(height, stride), valid_size(width, stride),
                        pad_value(model.config.backbone))
-  return padded_logits(padded)[:, :height, :width, :]
+  return padded_logits(padded, height, width)[:, :height, :width, :]
 
 
 def predict_probabilities(model: tf_keras.Model,

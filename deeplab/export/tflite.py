@@ -117,8 +117,9 @@ def _label_function(model: tf_keras.Model, export_config: ExportConfig,
                     input_size: Sequence[int]):
   @tf.function(input_signature=[tf.TensorSpec([1, *input_size, 3], tf.uint8, name='images')])
   def labels(images):
+    # Whole images: the input size is fixed and chosen for the device.
     return {'labels': predict_labels(model, images, export_config.eval_scales,
-                                     export_config.add_flipped_images, export_config.tiling)}
+                                     export_config.add_flipped_images, tiling=None)}
 
   return labels.get_concrete_function()
 
@@ -198,8 +199,8 @@ def export_tflite(model: tf_keras.Model, export_config: ExportConfig, config: Tf
   tflite_model = convert(model, export_config, config)
   images = [_resized(s.pixels[np.newaxis], config.input_size) for s in samples]
   expected = [predict_labels(model, image, export_config.eval_scales,
-                             export_config.add_flipped_images,
-                             export_config.tiling)[0].numpy() for image in images]
+                             export_config.add_flipped_images, tiling=None)[0].numpy()
+              for image in images]
   labels, seconds = tflite_labels(tflite_model, images)
   agreement = Agreement(f'tflite {config.quantization}', label_agreement(expected, labels),
                         config.resolved_min_agreement, sum(e.size for e in expected))
