@@ -1,6 +1,7 @@
 """The benchmark tool and library: what they report, not how fast it is; and the
 inference fast paths of the layers, which must compute what the plain ones do."""
 
+import functools
 import json
 import os
 import pathlib
@@ -12,6 +13,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
+from deeplab.benchmark import inference
 from deeplab.benchmark import (BenchmarkConfig, Timing, append_results, describe_machine,
                                measure_agreement, measure_ceiling, run_benchmarks,
                                speed_table, time_calls, time_interleaved, write_speed_table)
@@ -155,15 +157,21 @@ def test_speed_table_needs_its_markers(tmp_path):
 
 
 @pytest.mark.slow
-def test_multiscale_and_saved_model_measurements_compare_like_with_like():
+def test_multiscale_and_saved_model_measurements_compare_like_with_like(monkeypatch):
   config = BenchmarkConfig(**TINY)
+  # Two of the six default scales: each scale is one more function to build.
+  monkeypatch.setattr(inference, 'measure_multiscale',
+                      functools.partial(inference.measure_multiscale, scales=(0.75, 1.25)))
   results = {r['measurement']: r
              for r in run_benchmarks(config, ['saved_model', 'multiscale'])}
   saved = results['saved_model']
   assert saved['ratio_to_in_process'] == pytest.approx(
       saved['seconds']['median'] / saved['in_process_seconds']['median'], rel=1e-2)
   multiscale = results['multiscale']
-  assert len(multiscale['pass_seconds']) == 6 and multiscale['flip']
+  assert multiscale['scales'] == [0.75, 1.25] and multiscale['flip']
+  assert len(multiscale['pass_seconds']) == 2
+  assert multiscale['sum_of_passes_seconds'] == pytest.approx(
+      2 * sum(multiscale['pass_seconds'].values()), abs=1e-5)
   assert multiscale['overhead'] > 0
 
 
