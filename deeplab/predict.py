@@ -157,17 +157,17 @@ def predict_logits(model: tf_keras.Model, images, output_stride: Optional[int] =
     float32 logits at the input size.
   """
   stride = output_stride or model.config.output_stride
-  return _predict_logits(model, images, _PaddedLogits(model, stride, tiling))
+  return _predict_logits(images, _PaddedLogits(model, stride, tiling))
 
 
-def _predict_logits(model: tf_keras.Model, images, padded_logits: _PaddedLogits) -> tf.Tensor:
-  """`predict_logits` with the padded images' logits from `padded_logits`."""
+def _predict_logits(images, padded_logits: _PaddedLogits) -> tf.Tensor:
+  """`predict_logits` of `padded_logits`' model, stride and tiling."""
   images = tf.cast(images, tf.float32)
   stride = padded_logits.stride
   shape = tf.shape(images)
   height, width = shape[1], shape[2]
   padded = _pad_images(images, valid_size(height, stride), valid_size(width, stride),
-                       pad_value(model.config.backbone))
+                       pad_value(padded_logits.model.config.backbone))
   return padded_logits(padded, height, width)[:, :height, :width, :]
 
 
@@ -208,7 +208,7 @@ def predict_probabilities(model: tf_keras.Model,
                                         scale_dimension(width, scale)])
     for flipped in ((False, True) if flip else (False,)):
       inputs = tf.reverse(scaled, axis=[2]) if flipped else scaled
-      scaled_probabilities = tf.nn.softmax(_predict_logits(model, inputs, padded_logits))
+      scaled_probabilities = tf.nn.softmax(_predict_logits(inputs, padded_logits))
       if flipped:
         scaled_probabilities = tf.reverse(scaled_probabilities, axis=[2])
       if scale != 1.0:

@@ -39,8 +39,8 @@ def test_cli_exports_a_native_checkpoint_with_scales_flip_and_output_stride(tmp_
     (tmp_path / f'sample{index}.jpg').write_bytes(tf.io.encode_jpeg(image).numpy())
   export_dir = tmp_path / 'serving'
 
-  # Without the tiled path (tested in test_export.py), which makes a graph of two
-  # scales and flips about four times slower to trace and save.
+  # Without the tiled path (tested in test_export.py), a second copy of the network
+  # to trace, save and check.
   result = run_export(f'--checkpoint={tmp_path / "train"}', f'--export_dir={export_dir}',
                       '--eval_scales=0.75,1.0', '--flip', '--output_stride=8',
                       '--max_whole_image_pixels=0',
