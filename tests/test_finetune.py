@@ -87,12 +87,13 @@ def _batch_norm_model():
 
 
 @pytest.mark.portable
-def test_recompute_sets_the_mean_batch_statistics_and_keeps_non_finite_ones():
+@pytest.mark.parametrize('traced', [True, False], ids=['traced', 'eager'])
+def test_recompute_sets_the_mean_batch_statistics_and_keeps_non_finite_ones(traced):
   model, batch_norm = _batch_norm_model()
   rng = np.random.default_rng(0)
   batches = rng.normal(3, 2, [3, 4, 8, 8, 3]).astype(np.float32)
   dataset = tf.data.Dataset.from_tensor_slices({'images': batches})
-  assert recompute_moving_statistics(model, iter(dataset), 3) == (1, 0)
+  assert recompute_moving_statistics(model, iter(dataset), 3, traced=traced) == (1, 0)
   np.testing.assert_allclose(batch_norm.moving_mean.numpy(),
                              batches.mean(axis=(1, 2, 3)).mean(axis=0), atol=1e-5)
   # The training updates' variance: unbiased within each batch.
@@ -104,7 +105,7 @@ def test_recompute_sets_the_mean_batch_statistics_and_keeps_non_finite_ones():
   before = batch_norm.moving_mean.numpy()
   batches[1, 0, 0, 0, 0] = np.nan
   dataset = tf.data.Dataset.from_tensor_slices({'images': batches})
-  assert recompute_moving_statistics(model, iter(dataset), 3) == (1, 1)
+  assert recompute_moving_statistics(model, iter(dataset), 3, traced=traced) == (1, 1)
   np.testing.assert_array_equal(batch_norm.moving_mean.numpy(), before)
 
 

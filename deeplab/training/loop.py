@@ -355,8 +355,10 @@ class _Loop:
     dataset = self.strategy.distribute_datasets_from_function(
         lambda context: self._train_dataset(seed, context))
     if self.recompute_statistics is None:
-      self.recompute_statistics = batch_norm.MovingStatisticsRecomputer(self.model,
-                                                                        self.strategy)
+      self.recompute_statistics = batch_norm.MovingStatisticsRecomputer(
+          self.model, self.strategy,
+          traced=not batch_norm.eager_recomputation(self._planned_recompute_batches(),
+                                                    self.strategy))
     recomputed, kept = self.recompute_statistics(iter(dataset), batches)
     logging.info('Recomputed the statistics of %d BatchNorm layers in %.1f s.',
                  recomputed - kept, time.perf_counter() - start_time)
@@ -364,6 +366,16 @@ class _Loop:
       logging.warning('%d BatchNorm layers kept their moving averages: a training batch gave '
                       'them a NaN or Inf statistic (non-finite input images?).', kept)
     self.batch_norm_refreshed_at = step
+
+  def _planned_recompute_batches(self) -> int:
+    """At most how many batches the whole run recomputes BatchNorm statistics from
+    (from the settings alone, so a resumed run decides as an uninterrupted one)."""
+    trainer = self.trainer
+    refreshes = -(-trainer.train_steps // trainer.checkpoint_every_n_steps)
+    if trainer.eval_every_n_steps:
+      refreshes += -(-trainer.train_steps // trainer.eval_every_n_steps)
+    return refreshes * min(trainer.precise_batch_norm_batches,
+                           max(1, trainer.checkpoint_every_n_steps // 4))
 
   def _check_final_model(self, step: int, metrics: Dict[str, float]) -> None:
     """Warns when the trained model's evaluation (or, without one, its predictions on
