@@ -69,10 +69,12 @@ def test_frozen_batch_norm_and_backbone_do_not_change(float32_run):
 
 # Largest relative loss difference measured over 7 initialization and data seeds, both
 # kernel sets: bfloat16 0.0003-0.0034, XLA 0.00001-0.0013. A step that does not update
-# changes the loss of steps 2 and 3 by 3% and 8%.
-@pytest.mark.portable
+# changes the loss of steps 2 and 3 by 3% and 8%. The XLA compile (this file's costliest
+# part) runs in the oneDNN pass only; in the generic-kernel pass, XLA is the reference
+# of test_platforms' atrous convolutions.
 @pytest.mark.parametrize('overrides, tolerance', [
-    ('runtime.mixed_precision_dtype=mixed_bfloat16', 1e-2),
+    pytest.param('runtime.mixed_precision_dtype=mixed_bfloat16', 1e-2,
+                 marks=pytest.mark.portable),
     pytest.param('runtime.enable_xla=true', 5e-3, marks=pytest.mark.slow),  # XLA compile
 ])
 def test_bfloat16_and_xla_training_track_float32(float32_run, overrides, tolerance):
