@@ -7,24 +7,23 @@ Example:
   >>> convert('folder', '/data/mine', None, num_classes=3, colormap='pascal')  # check only
 """
 
+import importlib
 import inspect
 import os
 from typing import Optional, Sequence
 
 from deeplab.data.info import DatasetInfo
-from deeplab.datasets import ade20k, cityscapes, coco, folder, sbd, synthetic, voc2012
+from deeplab.datasets import DATASETS
 from deeplab.datasets.core import convert_source
 
-SOURCES = {
-    'voc2012': voc2012.voc2012_source,
-    'sbd': sbd.sbd_source,
-    'train_aug': sbd.sbd_source,
-    'cityscapes': cityscapes.cityscapes_source,
-    'ade20k': ade20k.ade20k_source,
-    'folder': folder.folder_source,
-    'synthetic': synthetic.synthetic_source,
-    'coco': coco.coco_source,
-}
+
+def _function(path: str):
+  """The function `module.function` of this package."""
+  module, name = path.split('.')
+  return getattr(importlib.import_module(f'deeplab.datasets.{module}'), name)
+
+
+SOURCES = {dataset: _function(path) for dataset, path in DATASETS.items()}
 
 
 def dataset_options(dataset: str) -> Sequence[str]:

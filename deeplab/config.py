@@ -6,6 +6,10 @@ overridable from strings.
 trainer, evaluation, export and runtime settings of one experiment. Registered
 experiments are the YAML files in `experiments/`.
 
+This module does not import TensorFlow, so it also holds the choices the
+command-line tools' flags list (backbones, strategies, precisions, TFLite
+quantizations, benchmark measurements): defining those flags stays fast.
+
 Example:
   >>> config = ModelConfig(backbone='mobilenet_v2', num_classes=2)
   >>> config.resolved_atrous_rates
@@ -175,6 +179,14 @@ def _check_choice(field: str, value: Any, allowed) -> None:
 
 SUPPORTED_STRATEGIES = ('default', 'mirrored', 'multi_worker', 'tpu')
 SUPPORTED_PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16', 'float64')
+# The TFLite models an export can add (`deeplab.export.TfliteConfig.quantization`).
+QUANTIZATIONS = ('float32', 'float16', 'dynamic_int8', 'int8')
+# What `deeplab.benchmark.run_benchmarks` measures, and what deeplab-benchmark
+# measures unless told otherwise.
+MEASUREMENTS = ('ceiling', 'cost', 'latency', 'throughput', 'train_step', 'input_pipeline',
+                'saved_model', 'runtimes', 'multiscale', 'agreement')
+DEFAULT_MEASUREMENTS = ('ceiling', 'cost', 'latency', 'throughput', 'train_step',
+                        'input_pipeline', 'saved_model', 'multiscale')
 # The smallest crop the model can be trained on (its coarsest feature map must
 # have at least 3x3 cells at output stride 16).
 MIN_CROP_SIZE = 33

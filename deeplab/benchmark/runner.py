@@ -17,12 +17,9 @@ from deeplab.benchmark import agreement, inference, runtimes, training
 from deeplab.benchmark.inference import BenchmarkConfig
 from deeplab.benchmark.machine import (CEILING_OPS, COMPUTE_DTYPES, describe_machine,
                                        measure_ceiling)
+from deeplab.config import DEFAULT_MEASUREMENTS, MEASUREMENTS
 from deeplab.files import atomic_write
 
-MEASUREMENTS = ('ceiling', 'cost', 'latency', 'throughput', 'train_step', 'input_pipeline',
-                'saved_model', 'runtimes', 'multiscale', 'agreement')
-DEFAULT_MEASUREMENTS = ('ceiling', 'cost', 'latency', 'throughput', 'train_step',
-                        'input_pipeline', 'saved_model', 'multiscale')
 # Measured by 'ceiling': every op in float32 and bfloat16 (float16 too when asked).
 CEILING_DTYPES = ('float32', 'bfloat16')
 _NEEDS_CEILING = ('latency', 'throughput', 'train_step')

@@ -42,14 +42,13 @@ import tensorflow as tf
 import tf_keras
 from absl import logging
 
-from deeplab.config import ExportConfig
+from deeplab.config import QUANTIZATIONS, ExportConfig
 from deeplab.data import build_dataset
 from deeplab.data.synthetic import generate_example
 from deeplab.export.parity import Agreement, SampleImage, label_agreement
 from deeplab.hyperparams import ConfigError, check_types
 from deeplab.predict import predict_labels
 
-QUANTIZATIONS = ('float32', 'float16', 'dynamic_int8', 'int8')
 MIN_AGREEMENT = {'float32': 0.995, 'float16': 0.99, 'dynamic_int8': 0.97, 'int8': 0.95}
 
 
