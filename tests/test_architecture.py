@@ -3,6 +3,8 @@
 import ast
 import inspect
 import pathlib
+import subprocess
+import sys
 
 import pytest
 import tf_keras
@@ -21,6 +23,34 @@ LEVELS = {
     'predict': 3, 'tiling': 3, 'checkpoints': 3, 'visualization': 3, 'schedules': 3, 'costs': 3,
     'evaluation': 4, 'export': 4, 'training': 5, 'benchmark': 6,
 }
+
+# Imports every command-line tool in one process (dropping each one's flags before the
+# next defines its own) and names the import that first reached TensorFlow, if any.
+_IMPORT_TOOLS = '''
+import importlib, sys, traceback
+from absl import flags
+
+class FirstHeavyImport:
+  stack = None
+
+  @classmethod
+  def find_spec(cls, name, path=None, target=None):
+    if name in ('tensorflow', 'tf_keras') and cls.stack is None:
+      cls.stack = ''.join(traceback.format_list(
+          [f for f in traceback.extract_stack() if not f.filename.startswith('<')]))
+    return None
+
+sys.meta_path.insert(0, FirstHeavyImport)
+absl_flags = set(flags.FLAGS)
+for tool in sys.argv[1:]:
+  importlib.import_module(tool)
+  heavy = [name for name in ('tensorflow', 'tf_keras') if name in sys.modules]
+  if heavy:
+    sys.exit(f'importing {tool} imported {", ".join(heavy)}:\\n{FirstHeavyImport.stack}')
+  for name in set(flags.FLAGS) - absl_flags:
+    delattr(flags.FLAGS, name)
+'''
+
 
 def _top_module(dotted: str) -> str:
   parts = dotted.split('.')
@@ -88,3 +118,12 @@ def _minimal_arguments(cls):
   required = {'filters': 8, 'scale': 1.0}
   return {name: required[name] for name, p in inspect.signature(cls.__init__).parameters.items()
           if p.default is inspect.Parameter.empty and name in required}
+
+
+def test_command_line_tools_import_tensorflow_only_in_main():
+  # --help and flag errors must not wait seconds for TensorFlow.
+  tools = sorted(f'deeplab.tools.{p.stem}' for p in (REPO / 'tools').glob('*.py')
+                 if p.stem != '__init__')
+  result = subprocess.run([sys.executable, '-c', _IMPORT_TOOLS, *tools], capture_output=True,
+                          text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr

@@ -19,10 +19,13 @@ import json
 
 from absl import flags
 
-from deeplab.benchmark import (DEFAULT_MEASUREMENTS, MEASUREMENTS, BenchmarkConfig,
-                               measure_speed_table, run_benchmarks, set_threads)
-from deeplab.config import SUPPORTED_BACKBONES, SUPPORTED_PRECISIONS
+from deeplab.config import (DEFAULT_MEASUREMENTS, MEASUREMENTS, SUPPORTED_BACKBONES,
+                            SUPPORTED_PRECISIONS)
 from deeplab.tools import common
+
+# Modules that load TensorFlow are imported in the functions that use them: --help
+# and flag errors answer without it.
+# pylint: disable=import-outside-toplevel
 
 _BACKBONE = flags.DEFINE_enum('backbone', 'xception_65', list(SUPPORTED_BACKBONES),
                               'Backbone of the DeepLabV3+ model.')
@@ -69,7 +72,10 @@ def _threads():
 
 def main(argv):
   del argv
-  set_threads(*_threads())
+  threads = _threads()
+  from deeplab.benchmark import (BenchmarkConfig, measure_speed_table, run_benchmarks,
+                                 set_threads)
+  set_threads(*threads)
   config = BenchmarkConfig(
       backbone=_BACKBONE.value, output_stride=_OUTPUT_STRIDE.value,
       size=tuple(int(v) for v in _SIZE.value), batch_size=_BATCH_SIZE.value,

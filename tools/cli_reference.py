@@ -14,8 +14,11 @@ from typing import Dict
 
 from absl import flags
 
-from deeplab.costs import replace_marked_section
 from deeplab.tools import common
+
+# Modules that load TensorFlow are imported in the functions that use them: --help
+# and flag errors answer without it.
+# pylint: disable=import-outside-toplevel
 
 _UPDATE_README = flags.DEFINE_string(
     'update_readme', None,
@@ -58,6 +61,7 @@ def main(argv):
   del argv
   text = cli_reference()
   if _UPDATE_README.value:
+    from deeplab.costs import replace_marked_section
     replace_marked_section(_UPDATE_README.value, SECTION, text)
   else:
     print(text, end='')

@@ -4,6 +4,10 @@ A tool calls `define_experiment_flags()` at import time and
 `experiment_from_flags()` in its main; the layering is the one of
 `deeplab.config.load_experiment`. A tool given an official checkpoint and no
 --experiment takes the model from the checkpoint (`config_from_checkpoint`).
+
+Tools import the library modules that load TensorFlow only in their main (or the
+functions it calls), so that --help and flag errors answer at once; a test
+imports every tool and checks that TensorFlow stayed out.
 """
 
 import dataclasses
@@ -13,7 +17,6 @@ from typing import Any, Dict, Sequence
 
 from absl import app, flags, logging
 
-from deeplab.checkpoints import config_from_checkpoint, is_official_checkpoint
 from deeplab.config import ExperimentConfig, TilingConfig, load_experiment, registered_experiments
 from deeplab.hyperparams import ConfigError, override
 
@@ -107,10 +110,13 @@ def experiment_from_flags(inference_section: str = '', checkpoint: str = '') -> 
   """
   values = flags.FLAGS
   model = None
-  if checkpoint and not values['experiment'].present and is_official_checkpoint(checkpoint):
-    model = config_from_checkpoint(checkpoint)
-    logging.info('The model of official checkpoint %s (no --experiment given): %s', checkpoint,
-                 model)
+  if checkpoint and not values['experiment'].present:
+    # pylint: disable-next=import-outside-toplevel
+    from deeplab.checkpoints import config_from_checkpoint, is_official_checkpoint
+    if is_official_checkpoint(checkpoint):
+      model = config_from_checkpoint(checkpoint)
+      logging.info('The model of official checkpoint %s (no --experiment given): %s',
+                   checkpoint, model)
   try:
     config = load_experiment(values.experiment, values.config_file, values.params_override,
                              model=model)

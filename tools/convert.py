@@ -26,10 +26,14 @@ Examples:
 
 from absl import flags
 
-from deeplab.datasets.convert import SOURCES, convert, dataset_options
+from deeplab.datasets import DATASETS
 from deeplab.tools import common
 
-flags.DEFINE_enum('dataset', None, list(SOURCES), 'Dataset to convert.')
+# Modules that load TensorFlow are imported in the functions that use them: --help
+# and flag errors answer without it.
+# pylint: disable=import-outside-toplevel
+
+flags.DEFINE_enum('dataset', None, list(DATASETS), 'Dataset to convert.')
 flags.DEFINE_string('data_dir', '', 'Root of the dataset as downloaded: VOCdevkit/VOC2012 '
                     '(voc2012, sbd), the folder of leftImg8bit/ + gtFine/ or of their zips '
                     '(cityscapes; with gtCoarse/ and leftImg8bit/train_extra/ or their zips for '
@@ -80,6 +84,7 @@ def _options():
                                  (item.split('=') for item in options['num_examples'])}
     except ValueError as e:
       raise ValueError('--num_examples must look like train=200,val=50.') from e
+  from deeplab.datasets.convert import dataset_options
   allowed = dataset_options(values.dataset)
   for name in options:
     if name not in allowed:
@@ -94,6 +99,7 @@ def main(argv):
   values = flags.FLAGS
   if not values.check_only and not values.output_dir:
     raise ValueError('--output_dir is required (or pass --check_only).')
+  from deeplab.datasets.convert import convert
   info = convert(values.dataset, values.data_dir, None if values.check_only else
                  values.output_dir, splits=values.splits or None,
                  num_shards=values.num_shards, num_workers=values.num_workers,

@@ -10,8 +10,11 @@ import json
 from absl import flags
 
 from deeplab.config import SUPPORTED_BACKBONES, SUPPORTED_OUTPUT_STRIDES
-from deeplab.costs import cost_rows, markdown_table, replace_marked_section
 from deeplab.tools import common
+
+# Modules that load TensorFlow are imported in the functions that use them: --help
+# and flag errors answer without it.
+# pylint: disable=import-outside-toplevel
 
 _BACKBONES = flags.DEFINE_list('backbones', list(SUPPORTED_BACKBONES),
                                'Backbones to cost.')
@@ -32,6 +35,7 @@ COLUMNS = {'backbone': 'backbone', 'output_stride': 'output stride',
 def main(argv):
   del argv
   height, width = (int(v) for v in _SIZE.value)
+  from deeplab.costs import cost_rows, markdown_table, replace_marked_section
   rows = cost_rows(_BACKBONES.value, [int(s) for s in _OUTPUT_STRIDES.value], height, width,
                    _NUM_CLASSES.value)
   if _FORMAT.value == 'json':

@@ -35,9 +35,11 @@ import numpy as np
 
 from deeplab.config import ExperimentConfig, load_experiment
 from deeplab.files import atomic_write
-from deeplab.model import model_cost
 from deeplab.tools import common
-from deeplab.visualization import encode_png, read_image
+
+# Modules that load TensorFlow are imported in the functions that use them: --help
+# and flag errors answer without it.
+# pylint: disable=import-outside-toplevel
 
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'demo_output', 'Where everything goes.')
 _PARAMS_OVERRIDE = flags.DEFINE_string(
@@ -81,6 +83,7 @@ def _export_is_current(export_dir: str, model_dir: str) -> bool:
 
 def _overview(panels_dir: str, path: str, count: int) -> str:
   """Stacks the first `count` prediction panels into one picture."""
+  from deeplab.visualization import encode_png, read_image
   panels = [read_image(p) for p in sorted(glob.glob(os.path.join(panels_dir, '*.png')))[:count]]
   if not panels:
     raise FileNotFoundError(f'deeplab-predict wrote no panels to {panels_dir}.')
@@ -97,6 +100,7 @@ def _overview(panels_dir: str, path: str, count: int) -> str:
 
 def _model_card(experiment: ExperimentConfig, dataset_info, metrics, summary) -> str:
   """The Markdown model card of the demo's trained and exported model."""
+  from deeplab.model import model_cost
   model, train, trainer = experiment.model, experiment.train_data, experiment.trainer
   size = 129
   cost = model_cost(model, size, size)

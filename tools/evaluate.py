@@ -18,11 +18,12 @@ Next to a training run, evaluating each checkpoint as it is written:
 import dataclasses
 
 from absl import flags
-import tf_keras
 
-from deeplab.evaluation import format_results, run_evaluation
-from deeplab.evaluation.runner import default_output_dir
 from deeplab.tools import common
+
+# Modules that load TensorFlow are imported in the functions that use them: --help
+# and flag errors answer without it.
+# pylint: disable=import-outside-toplevel
 
 common.define_experiment_flags()
 flags.DEFINE_string('checkpoint', None,
@@ -54,12 +55,14 @@ class _ProgressBar:
 
   def __call__(self, done, total):
     if self._bar is None or done < self._done:
+      import tf_keras
       self._bar = tf_keras.utils.Progbar(total, unit_name='image')
     self._done = done
     self._bar.update(done)
 
 
 def _print_result(result):
+  from deeplab.evaluation import format_results
   print()
   print(format_results(result))
 
@@ -71,6 +74,8 @@ def main(_):
     experiment = dataclasses.replace(experiment, evaluation=dataclasses.replace(
         experiment.evaluation,
         trimap_widths=common.numbers(FLAGS.trimap_widths, int, 'trimap_widths')))
+  from deeplab.evaluation import run_evaluation
+  from deeplab.evaluation.runner import default_output_dir
   output_dir = FLAGS.output_dir or default_output_dir(FLAGS.checkpoint)
   results = run_evaluation(experiment, FLAGS.checkpoint, output_dir=output_dir,
                            continuous=FLAGS.continuous, max_evaluations=FLAGS.max_evaluations,

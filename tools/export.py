@@ -25,8 +25,12 @@ import dataclasses
 
 from absl import flags
 
-from deeplab.export import QUANTIZATIONS, TfliteConfig, export_from_checkpoint
+from deeplab.config import QUANTIZATIONS
 from deeplab.tools import common
+
+# Modules that load TensorFlow are imported in the functions that use them: --help
+# and flag errors answer without it.
+# pylint: disable=import-outside-toplevel
 
 common.define_experiment_flags()
 flags.DEFINE_string('checkpoint', None,
@@ -68,6 +72,7 @@ def _tflite_configs():
   if len(input_size) != 2:
     raise ValueError(f'--tflite_input_size must be height,width; '
                      f'got {",".join(FLAGS.tflite_input_size)!r}.')
+  from deeplab.export import TfliteConfig
   return [TfliteConfig(quantization, input_size, FLAGS.calibration_data,
                        FLAGS.calibration_images, FLAGS.tflite_min_agreement)
           for quantization in FLAGS.tflite]
@@ -80,10 +85,12 @@ def main(argv):
   if FLAGS.include_probabilities is not None:
     experiment = dataclasses.replace(experiment, export=dataclasses.replace(
         experiment.export, include_probabilities=FLAGS.include_probabilities))
+  tflite = _tflite_configs()
+  from deeplab.export import export_from_checkpoint
   report = export_from_checkpoint(experiment, FLAGS.checkpoint, FLAGS.export_dir,
                                   version=FLAGS.version,
                                   sample_image_paths=FLAGS.sample_images,
-                                  tflite=_tflite_configs(), onnx=FLAGS.onnx)
+                                  tflite=tflite, onnx=FLAGS.onnx)
   print(report.summary())
   return 0
 

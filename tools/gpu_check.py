@@ -43,21 +43,15 @@ from typing import Dict, List, Sequence
 
 from absl import flags
 import numpy as np
-import tensorflow as tf
-import tf_keras
 
 from deeplab.config import SUPPORTED_BACKBONES, SUPPORTED_PRECISIONS, ExperimentConfig
-from deeplab.data import synthetic
-from deeplab.data.info import SYNTHETIC_CLASSES
-from deeplab.datasets.convert import convert
-from deeplab.evaluation import run_evaluation
-from deeplab.export import export_from_checkpoint
-from deeplab.export.parity import SAVED_MODEL_MIN_AGREEMENT, label_agreement
 from deeplab.files import atomic_write
 from deeplab.hyperparams import override
 from deeplab.tools import common
-from deeplab.training import train
-from deeplab.training.reporting import SUMMARY_SUBDIR
+
+# Modules that load TensorFlow are imported in the functions that use them: --help
+# and flag errors answer without it.
+# pylint: disable=import-outside-toplevel
 
 _OUTPUT_DIR = flags.DEFINE_string(
     'output_dir', 'gpu_check_output', 'Where the dataset, the runs (replacing those of an '
@@ -105,6 +99,7 @@ def _no_gpu_message() -> str:
 
 def _device_report(gpus) -> Dict:
   """The GPUs TensorFlow sees (name, model, compute capability) and its build."""
+  import tensorflow as tf
   details = []
   for gpu in gpus:
     info = tf.config.experimental.get_device_details(gpu)
@@ -145,6 +140,9 @@ def _write_dataset(data_dir: str, crop_size: int, batch_size: int) -> str:
   Returns:
     The directory of the TFRecords.
   """
+  from deeplab.data import synthetic
+  from deeplab.data.info import SYNTHETIC_CLASSES
+  from deeplab.datasets.convert import convert
   raw_dir = os.path.join(data_dir, 'raw')
   records_dir = os.path.join(data_dir, 'records')
   splits = {'train': _TRAIN_IMAGES_PER_BATCH_IMAGE * batch_size, 'val': _VAL_IMAGES}
@@ -176,6 +174,8 @@ def _steady_images_per_second(model_dir: str, batch_size: int):
   Returns:
     (images per second, steps timed).
   """
+  import tensorflow as tf
+  from deeplab.training.reporting import SUMMARY_SUBDIR
   rates = {}
   for path in glob.glob(os.path.join(model_dir, SUMMARY_SUBDIR, 'events.out.tfevents.*')):
     for event in tf.compat.v1.train.summary_iterator(path):
@@ -194,6 +194,7 @@ def serve_labels(export_path: str, image_paths: Sequence[str]) -> List[np.ndarra
 
   The encoded images go in as one batch, on the current device.
   """
+  import tensorflow as tf
   loaded = tf.saved_model.load(export_path)
   encoded = tf.constant([tf.io.read_file(path).numpy() for path in image_paths])
   outputs = loaded.signatures['serving_default'](images=encoded)
@@ -219,6 +220,12 @@ def _serve_labels_on_cpu(export_path: str, image_paths: Sequence[str],
 def _check_backbone(backbone: str, records_dir: str, run_dir: str,
                     served_images: Sequence[str], serving_device: str) -> Dict:
   """Trains, evaluates, exports and serves one backbone; returns its results."""
+  import tensorflow as tf
+  import tf_keras
+  from deeplab.evaluation import run_evaluation
+  from deeplab.export import export_from_checkpoint
+  from deeplab.export.parity import label_agreement
+  from deeplab.training import train
   experiment = _experiment(backbone, records_dir)
   model_dir = os.path.join(run_dir, 'train')
   seconds: Dict[str, float] = {}
@@ -277,6 +284,8 @@ def _check_flags() -> None:
 
 def main(argv):
   del argv
+  import tensorflow as tf
+  from deeplab.export.parity import SAVED_MODEL_MIN_AGREEMENT
   gpus = tf.config.list_physical_devices('GPU')
   if not gpus and not _ALLOW_CPU.value:
     raise ValueError(_no_gpu_message())

@@ -17,8 +17,11 @@ Example:
 
 from absl import flags
 
-from deeplab.checkpoints import import_official_checkpoint
 from deeplab.tools import common
+
+# Modules that load TensorFlow are imported in the functions that use them: --help
+# and flag errors answer without it.
+# pylint: disable=import-outside-toplevel
 
 common.define_experiment_flags()
 flags.DEFINE_string('checkpoint', None,
@@ -45,6 +48,7 @@ def main(argv):
   # A backbone alone holds no network to read: the experiment gives it.
   experiment = common.experiment_from_flags(
       checkpoint='' if FLAGS.backbone_only else FLAGS.checkpoint)
+  from deeplab.checkpoints import import_official_checkpoint
   report = import_official_checkpoint(
       experiment.model, FLAGS.checkpoint, FLAGS.output,
       initialize_last_layer=_LAST_LAYER[FLAGS.initialize_last_layer],

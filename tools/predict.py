@@ -20,11 +20,12 @@ Cityscapes benchmark results (labelIds, official names):
 """
 
 from absl import flags
-import tf_keras
 
-from deeplab.data import read_dataset_info
 from deeplab.tools import common
-from deeplab.visualization import PredictionOutputs, load_predictor, predict_files
+
+# Modules that load TensorFlow are imported in the functions that use them: --help
+# and flag errors answer without it.
+# pylint: disable=import-outside-toplevel
 
 common.define_experiment_flags()
 common.define_inference_flags('evaluation')
@@ -55,6 +56,7 @@ FLAGS = flags.FLAGS
 def _colormap(experiment):
   if FLAGS.colormap:
     return FLAGS.colormap
+  from deeplab.data import read_dataset_info
   try:
     return read_dataset_info(experiment.eval_data.dataset_dir).colormap
   except FileNotFoundError:
@@ -68,6 +70,7 @@ class _ProgressBar:
 
   def __call__(self, done, total):
     if self._bar is None:
+      import tf_keras
       self._bar = tf_keras.utils.Progbar(total, unit_name='image')
     self._bar.update(done)
 
@@ -75,6 +78,7 @@ class _ProgressBar:
 def main(_):
   experiment = common.experiment_from_flags(inference_section='evaluation',
                                             checkpoint=FLAGS.checkpoint)
+  from deeplab.visualization import PredictionOutputs, load_predictor, predict_files
   outputs = PredictionOutputs(
       raw_labels=FLAGS.raw, overlays=FLAGS.overlays, panels=FLAGS.panels, alpha=FLAGS.alpha,
       cityscapes_label_ids=FLAGS.cityscapes_label_ids)

@@ -17,7 +17,10 @@ from absl import flags
 
 from deeplab.config import SUPPORTED_STRATEGIES
 from deeplab.tools import common
-from deeplab.training import TrainingDivergedError, train
+
+# Modules that load TensorFlow are imported in the functions that use them: --help
+# and flag errors answer without it.
+# pylint: disable=import-outside-toplevel
 
 common.define_experiment_flags()
 flags.DEFINE_string('model_dir', None,
@@ -58,6 +61,7 @@ def main(argv):
   config = dataclasses.replace(
       config, runtime=dataclasses.replace(config.runtime, **runtime),
       trainer=dataclasses.replace(config.trainer, **trainer))
+  from deeplab.training import TrainingDivergedError, train
   try:
     result = train(config, FLAGS.model_dir, progress_bar=sys.stdout.isatty())
   except TrainingDivergedError as e:
