@@ -235,7 +235,8 @@ def model_cost(config: ModelConfig, height: int = 513, width: int = 513) -> Mode
   """
   model = build_model(config)
   params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-  forward = tf.function(lambda images: model(images, training=False))
+  # AutoGraph off: the model is graph-safe, and converting costs time.
+  forward = tf.function(lambda images: model(images, training=False), autograph=False)
   graph = forward.get_concrete_function(
       tf.TensorSpec([1, height, width, 3], tf.float32)).graph
   multiply_adds = 0

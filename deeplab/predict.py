@@ -108,12 +108,13 @@ class _PaddedLogits:
     if known is not None:
       return self._tiled(padded) if known else self._whole(padded)
     if self._function is None:
-      tiled = tf.function(self._tiled, input_signature=[_PADDED_SPEC],
+      # AutoGraph off: both are graph-safe Python, and converting them costs startup time.
+      tiled = tf.function(self._tiled, input_signature=[_PADDED_SPEC], autograph=False,
                           experimental_attributes={'_noinline': True})
       self._function = tf.function(
           lambda images, large: tf.cond(large, lambda: tiled(images),
                                         lambda: self._whole(images)),
-          input_signature=[_PADDED_SPEC, tf.TensorSpec([], tf.bool)],
+          input_signature=[_PADDED_SPEC, tf.TensorSpec([], tf.bool)], autograph=False,
           experimental_attributes={'_noinline': True})
     return self._function(padded, too_large)
 
@@ -265,7 +266,9 @@ def label_predictor(model: tf_keras.Model,
     >>> predict(tf.zeros([1, 40, 60, 3], tf.uint8)).shape
     TensorShape([1, 40, 60])
   """
-  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+  # AutoGraph off: graph-safe Python, and converting it costs startup time.
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],
+               autograph=False)
   def predict(images):
     return predict_labels(model, images, eval_scales, flip, tiling)
 

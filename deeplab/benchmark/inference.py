@@ -90,8 +90,10 @@ def forward_function(model: tf_keras.Model, xla: bool = False):
 
   Input: float32 [N, H, W, 3] pixels 0..255; output: float32 logits [N, H, W, C].
   """
+  # AutoGraph off: the model is graph-safe, and converting costs time.
   return tf.function(lambda images: model(images, training=False), jit_compile=xla,
-                     input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+                     input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+                     autograph=False)
 
 
 def benchmark_images(batch_size: int, size: Sequence[int], dtype=tf.float32, seed: int = 0):
@@ -169,12 +171,13 @@ def measure_multiscale(config: BenchmarkConfig, scales: Sequence[float] = EVAL_S
   # XLA cannot compile tiled inference (tile sizes are not compile-time constants),
   # so with XLA every image runs whole.
   tiling = None if config.xla else TilingConfig()
+  # AutoGraph off: inference is graph-safe, and converting it costs time.
   combined = tf.function(
       lambda images: predict_probabilities(model, images, scales, flip, tiling),
-      input_signature=spec, jit_compile=config.xla)
+      input_signature=spec, jit_compile=config.xla, autograph=False)
   single = {scale: tf.function(
       lambda images, s=scale: predict_probabilities(model, images, (s,), tiling=tiling),
-      input_signature=spec, jit_compile=config.xla) for scale in scales}
+      input_signature=spec, jit_compile=config.xla, autograph=False) for scale in scales}
   images = benchmark_images(1, config.size)
   timing = time_calls(lambda: combined(images).numpy(), config.runs, config.warmup)
   passes = {scale: time_calls(lambda f=function: f(images).numpy(), config.runs,

@@ -163,6 +163,8 @@ def build_dataset(file_pattern: str, *,
   options = tf.data.Options()
   options.deterministic = seed is not None or not training
 
+  # The map functions are graph-safe: AutoGraph would only cost tracing time.
+  @tf.autograph.experimental.do_not_convert
   def decode(serialized):
     return decode_record(serialized, ignore_label, num_classes, require_label=training)
 
@@ -175,6 +177,7 @@ def build_dataset(file_pattern: str, *,
                                     'heights': 0, 'widths': 0, 'filenames': ''})
     return batches.prefetch(tf.data.AUTOTUNE).with_options(options)
 
+  @tf.autograph.experimental.do_not_convert
   def augmented(example, example_seed):
     if not cache:
       example = decode(example)
@@ -201,6 +204,8 @@ def build_dataset(file_pattern: str, *,
   return batches.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
+# Graph-safe: AutoGraph would only cost tracing time.
+@tf.autograph.experimental.do_not_convert
 def _evaluation_example(example):
   return {'images': tf.cast(example['image'], tf.float32),
           'labels': tf.cast(example['label'], tf.int32),

@@ -45,6 +45,8 @@ def load(dataset_dir: str, split: str, with_info: bool = False, shuffle_files: b
   if shuffle_files:
     files = files.shuffle(1000)
 
+  # Graph-safe: AutoGraph would only cost tracing time.
+  @tf.autograph.experimental.do_not_convert
   def decode(serialized):
     example = pipeline.decode_record(
         serialized, ignore_label=info.ignore_label if info else 255,
@@ -87,6 +89,8 @@ def load_cityscapes(split: str, manual_dir: str, data_dir: Optional[str] = None)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=manual_dir, try_download_gcs=False))
 
+  # Graph-safe: AutoGraph would only cost tracing time.
+  @tf.autograph.experimental.do_not_convert
   def to_train_ids(example):
     return {'image': example['image_left'],
             'label': cityscapes_train_ids(example['segmentation_label'][..., 0]),

@@ -101,7 +101,8 @@ class Evaluator:
     self.class_names = tuple(class_names) if class_names else None
     # Recorded with the results: the stride actually used.
     self.config = dataclasses.replace(config, output_stride=model.config.output_stride)
-    self._step = tf.function(self._distributed_step, reduce_retracing=True)
+    # AutoGraph off: graph-safe Python, and converting it costs startup time.
+    self._step = tf.function(self._distributed_step, reduce_retracing=True, autograph=False)
 
   def _replica_step(self, batch):
     labels = tf.cast(batch['labels'], tf.int32)

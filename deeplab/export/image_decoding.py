@@ -192,7 +192,10 @@ def attempt(function: Callable, value, fallback) -> Tuple[tf.Tensor, tf.Tensor]:
   and dtypes of `function`'s result.
   """
   # A tf.data pipeline is the one place a graph can recover from an op's error.
-  results = tf.data.Dataset.from_tensors(value).map(lambda v: (function(v), True))
+  # Not converted by AutoGraph: `function` calls TensorFlow's parsers and decoders,
+  # and converting costs tracing time.
+  results = tf.data.Dataset.from_tensors(value).map(
+      tf.autograph.experimental.do_not_convert(lambda v: (function(v), True)))
   return results.ignore_errors().concatenate(
       tf.data.Dataset.from_tensors((fallback, False))).take(1).get_single_element()
 

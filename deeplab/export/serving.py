@@ -90,20 +90,24 @@ class ServingModule(tf.Module):
                                                              config.tiling)
     return {'labels': labels, 'probabilities': probabilities}
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+  # The serving functions run without AutoGraph: they are graph-safe Python, and
+  # converting them costs export (and first-call) time.
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],
+               autograph=False)
   def predict_pixels(self, images):
     """`predict` as one graph function that every signature calls: the model is
     traced and stored once, not once per signature."""
     return self.predict(images)
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='images')])
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='images')],
+               autograph=False)
   def serve_encoded_images(self, images):
     """`serving_default`: encoded images of any sizes -> labels, heights, widths."""
     indices = _checked_indices(images, 'images', 'encoded image')
     return self._predict_encoded(images, indices, lambda i: error_message('images[', i, ']'))
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
-                                              name='images')])
+                                              name='images')], autograph=False)
   def serve_image_tensor(self, images):
     """`image_tensor`: uint8 RGB [N, H, W, 3] -> labels [N, H, W]."""
     shape = tf.shape(images, out_type=tf.int64)
@@ -118,7 +122,7 @@ class ServingModule(tf.Module):
     return self.predict_pixels(images)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
-                                              name='serialized_examples')])
+                                              name='serialized_examples')], autograph=False)
   def serve_tf_example(self, serialized_examples):
     """`tf_example`: serialized tf.Examples with `image/encoded` -> as serving_default."""
     indices = _checked_indices(serialized_examples, 'serialized_examples',

@@ -114,7 +114,9 @@ class TfliteReport:
 
 def _label_function(model: tf_keras.Model, export_config: ExportConfig,
                     input_size: Sequence[int]):
-  @tf.function(input_signature=[tf.TensorSpec([1, *input_size, 3], tf.uint8, name='images')])
+  # AutoGraph off: graph-safe Python, and converting it costs startup time.
+  @tf.function(input_signature=[tf.TensorSpec([1, *input_size, 3], tf.uint8, name='images')],
+               autograph=False)
   def labels(images):
     # Whole images: the input size is fixed and chosen for the device.
     return {'labels': predict_labels(model, images, export_config.eval_scales,

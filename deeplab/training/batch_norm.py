@@ -82,7 +82,9 @@ class MovingStatisticsRecomputer:
       self._kept = tf.Variable(0, trainable=False,
                                synchronization=tf.VariableSynchronization.ON_READ,
                                aggregation=tf.VariableAggregation.SUM)
-    self._run = tf.function(self._run_batches) if traced else self._run_batches
+    # AutoGraph off: graph-safe Python, and converting it costs startup time.
+    self._run = (tf.function(self._run_batches, autograph=False) if traced
+                 else self._run_batches)
 
   def _start(self):
     for total, original, variable in zip(self._sums, self._originals, self._variables):
@@ -106,8 +108,12 @@ class MovingStatisticsRecomputer:
 
   def _run_batches(self, iterator, num_batches):
     self.strategy.run(self._start)
-    for _ in tf.range(num_batches):
+
+    def accumulate(index):
       self.strategy.run(self._accumulate, args=(next(iterator),))
+      return (index + 1,)
+
+    tf.while_loop(lambda index: index < num_batches, accumulate, (0,))
     self.strategy.run(self._assign_means, args=(num_batches,))
 
   def __call__(self, iterator, num_batches: int) -> Tuple[int, int]:

@@ -86,18 +86,24 @@ class TrainStep:
                       for name in ('loss', 'weight_decay', 'gradient_norm', 'nonfinite')}
       self._invalid_labels = _replica_local_sum([], tf.int64)
       self._confusion = _replica_local_sum([self.num_classes] * 2, tf.int64)
-    self._gradients = tf.function(self._loss_and_gradients, jit_compile=True) if (
-        config.runtime.enable_xla) else self._loss_and_gradients
-    self._run = tf.function(self._run_steps)
-    self._read = tf.function(self._read_totals)
+    # AutoGraph off: the step branches on Python values only, and converting it
+    # costs startup time.
+    self._gradients = (
+        tf.function(self._loss_and_gradients, jit_compile=True, autograph=False)
+        if config.runtime.enable_xla else self._loss_and_gradients)
+    self._run = tf.function(self._run_steps, autograph=False)
+    self._read = tf.function(self._read_totals, autograph=False)
 
   def __call__(self, iterator, num_steps: int) -> None:
     """Runs `num_steps` optimizer steps on batches from `iterator`."""
     self._run(iterator, tf.constant(num_steps, tf.int32))
 
   def _run_steps(self, iterator, num_steps):
-    for _ in tf.range(num_steps):
+    def run_step(index):
       self.strategy.run(self.replica_step, args=(next(iterator),))
+      return (index + 1,)
+
+    tf.while_loop(lambda index: index < num_steps, run_step, (0,))
 
   def _top_k_fraction(self):
     if self._top_k_percent_pixels == 1.0:
