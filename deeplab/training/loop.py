@@ -339,10 +339,7 @@ class _Loop:
 
   def _refresh_batch_norm(self, step: int) -> None:
     """Recomputes the BatchNorm moving statistics if they cannot have converged."""
-    # At most a quarter of a checkpoint interval's batches (forward passes only), so
-    # recomputing costs under a tenth of the training time.
-    batches = min(self.trainer.precise_batch_norm_batches, step,
-                  max(1, self.trainer.checkpoint_every_n_steps // 4))
+    batches = min(self._batches_per_refresh(), step)
     share = batch_norm.staleness(self.model, step)
     if not batches or self.batch_norm_refreshed_at == step or share <= batch_norm.STALE_SHARE:
       return
@@ -367,6 +364,13 @@ class _Loop:
                       'them a NaN or Inf statistic (non-finite input images?).', kept)
     self.batch_norm_refreshed_at = step
 
+  def _batches_per_refresh(self) -> int:
+    """The most batches one recomputation runs: the setting, capped at a quarter of a
+    checkpoint interval's batches (forward passes only), so recomputing costs under a
+    tenth of the training time."""
+    return min(self.trainer.precise_batch_norm_batches,
+               max(1, self.trainer.checkpoint_every_n_steps // 4))
+
   def _planned_recompute_batches(self) -> int:
     """At most how many batches the whole run recomputes BatchNorm statistics from
     (from the settings alone, so a resumed run decides as an uninterrupted one)."""
@@ -374,8 +378,7 @@ class _Loop:
     refreshes = -(-trainer.train_steps // trainer.checkpoint_every_n_steps)
     if trainer.eval_every_n_steps:
       refreshes += -(-trainer.train_steps // trainer.eval_every_n_steps)
-    return refreshes * min(trainer.precise_batch_norm_batches,
-                           max(1, trainer.checkpoint_every_n_steps // 4))
+    return refreshes * self._batches_per_refresh()
 
   def _check_final_model(self, step: int, metrics: Dict[str, float]) -> None:
     """Warns when the trained model's evaluation (or, without one, its predictions on
