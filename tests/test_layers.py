@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from deeplab.backbones.common import atrous_schedule
 from deeplab.layers import (ASPP, ConvBN, Decoder, DepthwiseConvBN, ImageNormalization,
-                            ResizeLike, SeparableConvBN, resize_bilinear)
+                            ResizeLike, SeparableConvBN, SyncBatchNormalization,
+                            resize_bilinear)
 
 # Also run with TensorFlow's generic kernels (TF_ENABLE_ONEDNN_OPTS=0).
 pytestmark = pytest.mark.portable
@@ -138,3 +140,37 @@ def test_atrous_schedule_trades_strides_for_rates(strides, output_stride, expect
 def test_atrous_schedule_rejects_unreachable_strides():
   with pytest.raises(ValueError, match='output_stride 64 cannot be reached'):
     atrous_schedule([2, 2], 64)
+
+
+def test_synchronized_batch_norm_equals_keras_with_one_all_reduce_instead_of_three_each_way(monkeypatch):
+  context = tf.distribute.get_replica_context()
+  home = next(c for c in type(context).__mro__ if 'all_reduce' in vars(c))
+  all_reduce = vars(home)['all_reduce']
+  reduced = []
+
+  def counted_all_reduce(self, reduce_op, value, options=None):
+    reduced.append([t.shape.as_list() for t in tf.nest.flatten(value)])
+    return all_reduce(self, reduce_op, value, options)
+  monkeypatch.setattr(home, 'all_reduce', counted_all_reduce)
+
+  inputs = _random([2, 5, 7, 6]) * 3 + 1
+  results = {}
+  for name, layer in (('ours', SyncBatchNormalization(**BN)),
+                      ('keras', tf_keras.layers.BatchNormalization(synchronized=True, **BN))):
+    layer.build(inputs.shape)
+    layer.gamma.assign(np.linspace(0.5, 1.5, 6))
+    layer.beta.assign(np.linspace(-1, 1, 6))
+    reduced.clear()
+    with tf.GradientTape() as tape:
+      tape.watch(inputs)
+      outputs = layer(inputs, training=True)
+      loss = tf.reduce_sum(outputs * tf.range(6, dtype=tf.float32))
+    gradients = tape.gradient(loss, [inputs, layer.gamma, layer.beta])
+    results[name] = [outputs, *gradients, layer.moving_mean, layer.moving_variance]
+    results[name + ' all-reduces'] = list(reduced)
+  # Forward and backward: the per-channel sums, sums of squares and counts stacked
+  # in one tensor (then its gradient), where Keras reduces each (then each gradient).
+  assert results['ours all-reduces'] == [[[3, 1, 1, 1, 6]]] * 2
+  assert results['keras all-reduces'] == [[[1, 1, 1, 6]]] * 6
+  for ours, keras in zip(results['ours'], results['keras']):
+    np.testing.assert_allclose(ours.numpy(), keras.numpy(), rtol=1e-6, atol=1e-6)
