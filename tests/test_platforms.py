@@ -18,6 +18,7 @@ import tf_keras
 
 import platform_matrix
 from deeplab import ModelConfig, build_model, kernels
+from deeplab.config import ExportConfig, TilingConfig
 from deeplab.data.synthetic import generate_example
 from deeplab.export import export_model
 from deeplab.predict import predict_labels
@@ -135,14 +136,19 @@ labels = serving(images=tf.stack([image]))['labels'].numpy()
 np.save(sys.argv[3], labels)
 '''
 
+# Whole images only: the tiled path runs the same layers on tiles (served with
+# the generic kernels in test_export.py's second pass), and it doubles an export.
+WHOLE_IMAGES = ExportConfig(tiling=TilingConfig(max_whole_image_pixels=0))
 _EXPORT = '''
 import sys
 from deeplab import ModelConfig, build_model
+from deeplab.config import ExportConfig, TilingConfig
 from deeplab.export import export_model
 model = build_model(ModelConfig(backbone='mobilenet_v2', num_classes=4, depth_multiplier=0.25,
                                 aspp_convs_filters=16, decoder_filters=16))
 model.load_weights(sys.argv[2])
-print(export_model(model, sys.argv[1]).path)
+print(export_model(model, sys.argv[1],
+                   ExportConfig(tiling=TilingConfig(max_whole_image_pixels=0))).path)
 '''
 
 TINY = ModelConfig(backbone='mobilenet_v2', num_classes=4, depth_multiplier=0.25,
@@ -175,7 +181,7 @@ def test_saved_models_exported_with_either_kernel_set_serve_with_the_other(tmp_p
   image_path.write_bytes(tf.io.encode_png(image).numpy())
   # Both exports at once: this process's and the other kernel set's.
   exporting = _in_other_process(_EXPORT, tmp_path / 'theirs', tmp_path / 'tiny.weights.h5')
-  ours = export_model(model, str(tmp_path / 'ours'))
+  ours = export_model(model, str(tmp_path / 'ours'), WHOLE_IMAGES)
   theirs = _output(exporting).strip().splitlines()[-1]
   serving = _in_other_process(_SERVE, ours.path, image_path, tmp_path / 'labels.npy')
   # The serving graph pads as predict_labels does; the bare model call does not.
