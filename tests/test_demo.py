@@ -1,4 +1,5 @@
-"""The main job end to end, as `make demo` runs it, at a reduced size."""
+"""The main job end to end, as `make demo` runs it, at a reduced size and with a
+whole-image export (test_export.py serves the tiled path)."""
 
 import json
 import subprocess
@@ -17,7 +18,8 @@ def test_demo_runs_every_tool_and_writes_its_summary(tmp_path):
   command = [sys.executable, '-m', 'deeplab.tools.demo', f'--output_dir={tmp_path}',
              '--num_examples=train=24,val=6', '--overview_images=2',
              '--params_override=trainer.train_steps=6,trainer.checkpoint_every_n_steps=3,'
-             'trainer.eval_every_n_steps=0,trainer.log_every_n_steps=3']
+             'trainer.eval_every_n_steps=0,trainer.log_every_n_steps=3,'
+             'export.tiling.max_whole_image_pixels=0']
   result = subprocess.run(command, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads((tmp_path / 'summary.json').read_text())

@@ -99,7 +99,8 @@ def test_export_is_a_tf_serving_version_directory_and_passes_its_parity_gate(exp
   assert recorded['export']['include_probabilities'] is True
 
 
-@pytest.mark.portable
+# In the oneDNN pass only: test_platforms.py serves an export in a plain TensorFlow
+# process with the generic kernels.
 def test_plain_tensorflow_process_runs_every_signature_on_jpeg_and_png(model, export,
                                                                        tmp_path):
   jpeg = tf.io.encode_jpeg(scene(70, 90, seed=1)).numpy()
@@ -152,7 +153,8 @@ def test_mixed_sizes_are_padded_with_the_documented_label(signatures):
   np.testing.assert_allclose(probabilities[0, :33, :65].sum(-1), 1.0, atol=1e-5)
 
 
-@pytest.mark.portable
+# In the oneDNN pass only: the checks and their messages are the same ops on every
+# kernel set.
 def test_bad_requests_fail_clearly_and_the_model_keeps_serving(model, signatures, capfd):
   serve = signatures['serving_default']
   image = scene(45, 53, seed=5)

@@ -15,9 +15,12 @@ from conftest import shared_path
 from deeplab.data import colormaps, png
 
 README = pathlib.Path(__file__).resolve().parent.parent / 'README.md'
-# The guide's training, shortened to two steps of two small crops.
+# The guide's training, shortened to two steps of two small crops; the run's
+# config.yaml, which the export reads, asks for whole-image graphs (test_export.py
+# serves the tiled path).
 SHORT_TRAINING = ('"--params_override=trainer.train_steps=2,trainer.checkpoint_every_n_steps=2,'
-                  'train_data.batch_size=2,train_data.crop_size=[129, 129]"')
+                  'train_data.batch_size=2,train_data.crop_size=[129, 129],'
+                  'export.tiling.max_whole_image_pixels=0"')
 
 
 def _guide_commands() -> str:
@@ -66,6 +69,7 @@ def test_the_finetune_guide_runs_as_written(tmp_path):
   config = (tmp_path / 'runs' / 'mine' / 'config.yaml').read_text()
   assert 'num_classes: 21' in config and 'ignore_label: 255' in config
   assert 'eval_every_n_steps: 2' in config  # evaluated at its checkpoint by default
+  assert 'max_whole_image_pixels: 0' in config
   assert (tmp_path / 'runs' / 'mine' / 'eval' / 'metrics.json').exists()
   assert 'Recomputed the statistics of' in result.stderr
   assert list((tmp_path / 'export' / 'mine').glob('*/saved_model.pb'))
