@@ -83,19 +83,23 @@ class _PaddedLogits:
   image, or tiles when it has more pixels than the tiling's budget.
 
   Where the size is known (eager calls, static shapes) the choice is made in
-  Python. Where it is not (a graph for any size), the choice is a `tf.cond` inside
-  one graph function that every call shares and that callers do not inline: the
-  scaled and flipped copies of multi-scale inference call the same function, so
-  the network and its tiled branch are traced, stored and made ready to run once,
-  not once per copy (which made a two-scale, flipped export three times slower to
-  build and to load). The tiled branch is a function of its own, made ready to
+  Python. Where it is not (a graph for any size), the choice is a `tf.cond`. The
+  tiled branch is a function of its own that callers do not inline, made ready to
   run when an image first takes it, so loading a model and serving images under
-  the budget never prepare it.
+  the budget never prepare it. When several copies of the images run (`shared`:
+  the scales and flips of multi-scale inference), the `tf.cond` is in one graph
+  function that every copy calls and none inlines, so the network is traced,
+  stored and made ready to run once, not once per copy (which made a two-scale,
+  flipped export three times slower to build and to load); for one copy that
+  function would only add a second graph to prepare in each function that calls
+  it (it doubled the time of a one-scale export's first call of each signature).
   """
 
-  def __init__(self, model: tf_keras.Model, stride: int, tiling: Optional[TilingConfig]):
-    self.model, self.stride, self.tiling = model, stride, tiling
-    self._function = None
+  def __init__(self, model: tf_keras.Model, stride: int, tiling: Optional[TilingConfig],
+               shared: bool = False):
+    self.model, self.stride, self.tiling, self.shared = model, stride, tiling, shared
+    self._tiled_function = None
+    self._shared_function = None
 
   def __call__(self, padded: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
     """Logits of `padded`, whose images are `height` x `width` pixels before padding."""
@@ -107,16 +111,22 @@ class _PaddedLogits:
     known = tf.get_static_value(too_large)
     if known is not None:
       return self._tiled(padded) if known else self._whole(padded)
-    if self._function is None:
-      # AutoGraph off: both are graph-safe Python, and converting them costs startup time.
-      tiled = tf.function(self._tiled, input_signature=[_PADDED_SPEC], autograph=False,
-                          experimental_attributes={'_noinline': True})
-      self._function = tf.function(
-          lambda images, large: tf.cond(large, lambda: tiled(images),
-                                        lambda: self._whole(images)),
-          input_signature=[_PADDED_SPEC, tf.TensorSpec([], tf.bool)], autograph=False,
-          experimental_attributes={'_noinline': True})
-    return self._function(padded, too_large)
+    if self._tiled_function is None:
+      # AutoGraph off: graph-safe Python, and converting it costs startup time.
+      self._tiled_function = tf.function(self._tiled, input_signature=[_PADDED_SPEC],
+                                         autograph=False,
+                                         experimental_attributes={'_noinline': True})
+    if not self.shared:
+      return self._whole_or_tiled(padded, too_large)
+    if self._shared_function is None:
+      self._shared_function = tf.function(
+          self._whole_or_tiled, input_signature=[_PADDED_SPEC, tf.TensorSpec([], tf.bool)],
+          autograph=False, experimental_attributes={'_noinline': True})
+    return self._shared_function(padded, too_large)
+
+  def _whole_or_tiled(self, padded: tf.Tensor, too_large: tf.Tensor) -> tf.Tensor:
+    return tf.cond(too_large, lambda: self._tiled_function(padded),
+                   lambda: self._whole(padded))
 
   def _whole(self, padded: tf.Tensor) -> tf.Tensor:
     return tf.cast(self.model(padded, training=False), tf.float32)
@@ -201,7 +211,8 @@ def predict_probabilities(model: tf_keras.Model,
   height, width = shape[1], shape[2]
   probabilities = []
   # One function for every copy (see `_PaddedLogits`).
-  padded_logits = _PaddedLogits(model, model.config.output_stride, tiling)
+  copies = len(eval_scales) * (2 if flip else 1)
+  padded_logits = _PaddedLogits(model, model.config.output_stride, tiling, shared=copies > 1)
   for scale in eval_scales:
     scaled = images
     if scale != 1.0:
