@@ -92,9 +92,8 @@ class SyncBatchNormalization(tf_keras.layers.BatchNormalization):
   collectives per layer and training step (about 300 per replica in a small
   MobileNetV2 step, each one a launch and, across workers, a network round trip).
   Here the three are stacked into one tensor and reduced together, and so are
-  their gradients. The statistics are
-  Keras' formulas, sum by sum; the weights, their names and checkpoints are Keras'
-  layer's.
+  their gradients. The statistics are Keras' formulas, sum by sum; the weights,
+  their names and checkpoints are Keras' layer's.
   """
 
   def __init__(self, **kwargs):

@@ -142,7 +142,8 @@ def test_atrous_schedule_rejects_unreachable_strides():
     atrous_schedule([2, 2], 64)
 
 
-def test_synchronized_batch_norm_equals_keras_with_one_all_reduce_instead_of_three_each_way(monkeypatch):
+def test_synchronized_batch_norm_equals_keras_with_one_all_reduce_instead_of_three_each_way(
+    monkeypatch):
   context = tf.distribute.get_replica_context()
   home = next(c for c in type(context).__mro__ if 'all_reduce' in vars(c))
   all_reduce = vars(home)['all_reduce']
