@@ -17,11 +17,19 @@ $(INSTALLED): setup.py
 	$(BIN)/python -m pip install --quiet -e '.[test,onnx,openvino]'
 	touch $(INSTALLED)
 
-# Every test with oneDNN's x86 kernels, then the `portable` ones with TensorFlow's
-# generic kernels (those of GPUs, macOS, ARM and TF Serving builds without oneDNN).
+# Every test with oneDNN's x86 kernels and, at the same time, the `portable` ones with
+# TensorFlow's generic kernels (those of GPUs, macOS, ARM and TF Serving builds without
+# oneDNN) in one more process at the lowest CPU priority, on the CPU time the first run
+# leaves idle. Its report follows the first run's.
 test: $(INSTALLED)
-	$(BIN)/python -m pytest $(PARALLEL) $(PYTEST_ARGS) tests
-	TF_ENABLE_ONEDNN_OPTS=0 $(BIN)/python -m pytest $(PARALLEL) -m portable $(PYTEST_ARGS) tests
+	@portable_log=$$(mktemp); \
+	TF_ENABLE_ONEDNN_OPTS=0 nice -n 19 $(BIN)/python -m pytest -m portable $(PYTEST_ARGS) \
+	  tests > $$portable_log 2>&1 & portable=$$!; \
+	$(BIN)/python -m pytest $(PARALLEL) $(PYTEST_ARGS) tests; status=$$?; \
+	wait $$portable; portable_status=$$?; \
+	echo "=== The portable tests with TensorFlow's generic kernels (TF_ENABLE_ONEDNN_OPTS=0):"; \
+	cat $$portable_log; rm -f $$portable_log; \
+	test $$status -eq 0 && test $$portable_status -eq 0
 
 # Generate the synthetic dataset, convert, train, evaluate, export and predict with the
 # deeplab-* tools; a rerun resumes where the last one stopped.
