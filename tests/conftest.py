@@ -86,8 +86,22 @@ def synthetic_dir(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_layer_names():
+  """Each test names the layers it builds from the start (conv2d, conv2d_1, ...)."""
+  yield
+  import tf_keras  # pylint: disable=import-outside-toplevel
+  tf_keras.backend.reset_uids()
+
+
+@pytest.fixture(scope='module', autouse=True)
 def _fresh_keras_session():
-  """Frees the models a test built, so a long run does not accumulate them."""
+  """Frees the models a test file built, so a long run does not accumulate them.
+
+  Once per file, not per test: clearing the session also empties TensorFlow's kernel
+  cache, which holds every function made ready to run, so each test would prepare the
+  functions of the file's shared fixtures (loaded SavedModels, compiled predictors)
+  again: a second or more each.
+  """
   yield
   import tf_keras  # pylint: disable=import-outside-toplevel
   tf_keras.backend.clear_session()
