@@ -210,7 +210,7 @@ def predict_probabilities(model: tf_keras.Model,
   shape = tf.shape(images)
   height, width = shape[1], shape[2]
   probabilities = []
-  # One function for every copy (see `_PaddedLogits`).
+  # Several copies (scales, flips) share one function (see `_PaddedLogits`).
   copies = len(eval_scales) * (2 if flip else 1)
   padded_logits = _PaddedLogits(model, model.config.output_stride, tiling, shared=copies > 1)
   for scale in eval_scales:
