@@ -1,4 +1,5 @@
-"""Shared test set-up: quiet TensorFlow, small thread pools, and the shared data."""
+"""Shared test set-up: quiet TensorFlow, small thread pools, the shared data, and the
+short MobileNetV2 of the tiny models (short_mobilenet_v2.py)."""
 
 import os
 import pathlib
@@ -6,6 +7,8 @@ import pathlib
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import pytest  # noqa: E402
+
+import short_mobilenet_v2  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Real samples and official reference outputs live outside the repository; tests
@@ -73,6 +76,33 @@ def tiny_model():
   images = rng.uniform(0, 255, [1, 65, 81, 3]).astype(np.float32)
   bias.assign(-predict_logits(model, images).numpy().mean(axis=(0, 1, 2)))
   return model
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _short_mobilenet_v2(request):
+  """Modules marked `short_mobilenet_v2` build the eight-unit MobileNetV2 of
+  short_mobilenet_v2.py; yields the full unit table there, None elsewhere."""
+  if request.node.get_closest_marker('short_mobilenet_v2') is None:
+    yield None
+    return
+  from deeplab.backbones import mobilenet_v2  # pylint: disable=import-outside-toplevel
+  with pytest.MonkeyPatch.context() as patch:
+    full = mobilenet_v2.MOBILENET_V2_UNITS
+    patch.setattr(mobilenet_v2, 'MOBILENET_V2_UNITS', short_mobilenet_v2.UNITS)
+    yield full
+
+
+@pytest.fixture(autouse=True)
+def _full_mobilenet_v2(request, _short_mobilenet_v2):
+  """Tests marked `full_mobilenet_v2` in a `short_mobilenet_v2` module build the full
+  MobileNetV2 (module-scoped fixtures, set up before this, keep the short one)."""
+  if _short_mobilenet_v2 is None or request.node.get_closest_marker('full_mobilenet_v2') is None:
+    yield
+    return
+  from deeplab.backbones import mobilenet_v2  # pylint: disable=import-outside-toplevel
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(mobilenet_v2, 'MOBILENET_V2_UNITS', _short_mobilenet_v2)
+    yield
 
 
 @pytest.fixture(scope='session')

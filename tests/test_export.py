@@ -30,6 +30,10 @@ from deeplab.export.saved_model import (next_version, saved_model_agreements, ve
 from deeplab.predict import predict_labels, predict_logits
 from test_export_decoding import jpeg_declaring, png_header
 
+# Tiny models with the short MobileNetV2 (short_mobilenet_v2.py); tests that compare
+# with official weights, or whose model a full-backbone process reads, build the full one.
+pytestmark = pytest.mark.short_mobilenet_v2
+
 NUM_CLASSES = 4
 CONFIG = ModelConfig(backbone='mobilenet_v2', num_classes=NUM_CLASSES, depth_multiplier=0.25,
                      aspp_convs_filters=16, decoder_filters=16)

@@ -16,7 +16,10 @@ from deeplab.data.synthetic import generate_example
 from deeplab.export import export_from_checkpoint
 from deeplab.predict import predict_labels
 
-BIN = pathlib.Path(sys.executable).parent
+# Tiny models with the short MobileNetV2 (short_mobilenet_v2.py), in the tool's process too.
+pytestmark = pytest.mark.short_mobilenet_v2
+
+HERE = pathlib.Path(__file__).resolve().parent
 CONFIG = ModelConfig(backbone='mobilenet_v2', num_classes=3, depth_multiplier=0.25,
                      decoder_output_stride=None, aspp_convs_filters=16)
 OVERRIDES = ('model.num_classes=3,model.depth_multiplier=0.25,model.decoder_output_stride=null,'
@@ -24,7 +27,8 @@ OVERRIDES = ('model.num_classes=3,model.depth_multiplier=0.25,model.decoder_outp
 
 
 def run_export(*flags, overrides=OVERRIDES):
-  return subprocess.run([str(BIN / 'deeplab-export'), f'--params_override={overrides}', *flags],
+  return subprocess.run([sys.executable, str(HERE / 'short_mobilenet_v2.py'), '-m',
+                         'deeplab.tools.export', f'--params_override={overrides}', *flags],
                         capture_output=True, text=True,
                         env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
 
@@ -58,7 +62,9 @@ def test_cli_exports_a_native_checkpoint_with_scales_flip_and_output_stride(tmp_
   assert np.mean(served.numpy() == expected.numpy()) >= 0.999
 
 
-
+# Calibrated on the full backbone: the random model's bfloat16 labels pass the parity
+# gate's 99.9% there, not with the short one (near-ties everywhere).
+@pytest.mark.full_mobilenet_v2
 def test_export_computes_in_the_runtime_precision_and_agrees_with_float32(tmp_path):
   experiment = load_experiment(
       'synthetic', params_override=f'{OVERRIDES},runtime.mixed_precision_dtype=mixed_bfloat16,'

@@ -29,6 +29,10 @@ from deeplab.export.saved_model import write_saved_model
 from test_export import CONFIG, NUM_CLASSES, scene, seeded_model
 from test_export_decoding import encode_bmp, encode_gif
 
+# Tiny models with the short MobileNetV2 (short_mobilenet_v2.py); tests that compare
+# with official weights, or whose model a full-backbone process reads, build the full one.
+pytestmark = pytest.mark.short_mobilenet_v2
+
 SEED = 0
 HEIGHT, WIDTH = 16, 20
 # Small, so that no forged header decodes into a large image: every request costs

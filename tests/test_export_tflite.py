@@ -17,6 +17,10 @@ from deeplab.export.tflite import calibration_images, export_tflite, interpreter
 from deeplab.hyperparams import ConfigError
 from deeplab.predict import predict_labels
 
+# Tiny models with the short MobileNetV2 (short_mobilenet_v2.py); tests that compare
+# with official weights, or whose model a full-backbone process reads, build the full one.
+pytestmark = pytest.mark.short_mobilenet_v2
+
 INPUT_SIZE = (65, 65)
 
 

@@ -8,6 +8,10 @@ import tf_keras
 from deeplab import ModelConfig, build_model, with_output_stride
 from deeplab.config import SUPPORTED_OUTPUT_STRIDES
 
+# Tiny models with the short MobileNetV2 (short_mobilenet_v2.py); tests that compare
+# with official weights, or whose model a full-backbone process reads, build the full one.
+pytestmark = pytest.mark.short_mobilenet_v2
+
 
 def _tiny(**kwargs):
   """A small but complete DeepLabV3+ (separable ASPP, image pooling, decoder)."""
@@ -106,7 +110,8 @@ def test_mixed_bfloat16_model_keeps_float32_variables_and_logits_and_its_policy(
   assert mixed.get_layer('logits/semantic').compute_dtype == 'float32'
   assert mixed.get_layer('aspp').compute_dtype == 'bfloat16'
   reference = model(images, training=False)
-  # Measured 0.014-0.037 of the largest logit over 9 weight and image seeds, both kernel sets.
+  # Measured 0.009-0.026 of the largest logit over 8 weight and image seeds, both kernel
+  # sets (0.014-0.037 with the full backbone).
   assert np.abs(logits - reference).max() < 0.1 * np.abs(reference).max()
   assert with_output_stride(mixed, 8).dtype_policy.name == 'mixed_bfloat16'
   with pytest.raises(ValueError, match='precision must be one of'):

@@ -25,6 +25,9 @@ from deeplab.predict import predict_labels
 
 HERE = pathlib.Path(__file__).resolve().parent
 ONEDNN = kernels.onednn_cpu_kernels()
+# Tiny models with the short MobileNetV2 (short_mobilenet_v2.py), in both processes;
+# the matrix of every kind of unit builds full backbones.
+pytestmark = pytest.mark.short_mobilenet_v2
 # The other kernel set, for the process a test starts.
 OTHER_KERNELS = dict(os.environ, TF_ENABLE_ONEDNN_OPTS='0' if ONEDNN else '1')
 MIN_LABEL_AGREEMENT = platform_matrix.MIN_LABEL_AGREEMENT
@@ -118,6 +121,7 @@ def other_kernels_results(tmp_path_factory):
     process.kill()
 
 
+@pytest.mark.full_mobilenet_v2  # as platform_matrix.py builds it in the other process
 @pytest.mark.parametrize('case', platform_matrix.CASES)
 def test_labels_loss_and_gradients_agree_with_and_without_onednn(other_kernels_results,
                                                                    case):
@@ -141,6 +145,9 @@ np.save(sys.argv[3], labels)
 WHOLE_IMAGES = ExportConfig(tiling=TilingConfig(max_whole_image_pixels=0))
 _EXPORT = '''
 import sys
+sys.path.insert(0, sys.argv[3])
+from short_mobilenet_v2 import use_short_mobilenet_v2
+use_short_mobilenet_v2()
 from deeplab import ModelConfig, build_model
 from deeplab.config import ExportConfig, TilingConfig
 from deeplab.export import export_model
@@ -180,7 +187,8 @@ def test_saved_models_exported_with_either_kernel_set_serve_with_the_other(tmp_p
   image_path = tmp_path / 'scene.png'
   image_path.write_bytes(tf.io.encode_png(image).numpy())
   # Both exports at once: this process's and the other kernel set's.
-  exporting = _in_other_process(_EXPORT, tmp_path / 'theirs', tmp_path / 'tiny.weights.h5')
+  exporting = _in_other_process(_EXPORT, tmp_path / 'theirs', tmp_path / 'tiny.weights.h5',
+                                HERE)
   ours = export_model(model, str(tmp_path / 'ours'), WHOLE_IMAGES)
   theirs = _output(exporting).strip().splitlines()[-1]
   serving = _in_other_process(_SERVE, ours.path, image_path, tmp_path / 'labels.npy')

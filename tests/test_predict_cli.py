@@ -12,6 +12,10 @@ from deeplab.data.colormaps import get_colormap
 from deeplab.data.png import decode_label_png, png_header
 from deeplab.predict import load_label_predictor, predict_labels
 
+# Tiny models with the short MobileNetV2 (short_mobilenet_v2.py); tests that compare
+# with official weights, or whose model a full-backbone process reads, build the full one.
+pytestmark = pytest.mark.short_mobilenet_v2
+
 # The stand-in SavedModel below predicts class c where the red value is in [60c, 60c + 60).
 _CLASS_WIDTH = 60
 
@@ -118,6 +122,7 @@ def test_cli_names_an_unreadable_image(saved_model, tmp_path):
   assert f'{tmp_path / "broken.jpg"}: not a readable' in process.stderr
 
 
+@pytest.mark.full_mobilenet_v2
 def test_cli_takes_the_model_from_an_official_checkpoint_given_alone(tmp_path):
   # An official MobileNetV2-like model: no atrous ASPP branches, no decoder.
   model = build_model(ModelConfig(backbone='mobilenet_v2', num_classes=3, depth_multiplier=0.25,
@@ -140,6 +145,7 @@ def test_cli_takes_the_model_from_an_official_checkpoint_given_alone(tmp_path):
   assert np.mean(labels == expected) >= 0.999
 
 
+@pytest.mark.full_mobilenet_v2
 def test_cli_reproduces_the_official_predictions_from_the_reference_checkpoint(shared, tmp_path):
   folder = shared('reference', 'official', 'mobilenet_v2')
   reference = np.load(folder / 'reference.npz')

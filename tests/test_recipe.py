@@ -18,6 +18,10 @@ from deeplab.datasets.convert import convert
 from deeplab.evaluation import run_evaluation
 from deeplab.training import checkpointing, loop, train
 
+# Tiny models with the short MobileNetV2 (short_mobilenet_v2.py); tests that compare
+# with official weights, or whose model a full-backbone process reads, build the full one.
+pytestmark = pytest.mark.short_mobilenet_v2
+
 STAGES = ('pascal_voc_xception_65_coco', 'pascal_voc_xception_65',
           'pascal_voc_xception_65_trainval')
 TINY = ('model.backbone=mobilenet_v2,model.depth_multiplier=0.25,model.aspp_convs_filters=16,'

@@ -19,6 +19,10 @@ from deeplab.training import (TrainingDivergedError, check_experiment, prepare_m
                               resolve_training_settings, train)
 from deeplab.distribute import per_replica_batch_size, resolve_model_config
 
+# Tiny models with the short MobileNetV2 (short_mobilenet_v2.py); tests that compare
+# with official weights, or whose model a full-backbone process reads, build the full one.
+pytestmark = pytest.mark.short_mobilenet_v2
+
 TINY = ('model.depth_multiplier=0.25,model.aspp_convs_filters=16,model.decoder_filters=16,'
         'train_data.crop_size=[65, 65],train_data.batch_size=4,trainer.eval_every_n_steps=0,')
 
@@ -79,9 +83,10 @@ def _summaries(directory):
 
 
 def test_small_model_learns_the_synthetic_dataset(synthetic_dir, tmp_path):
-  # The registered synthetic experiment, shortened: 120 steps of 16 65x65 crops at twice
-  # the learning rate; 75 steps of 97x97 crops cost as much and end in mid-climb, where
-  # the mIoU varies more from run to run (0.46-0.70 over 12 runs).
+  # The registered synthetic experiment (short MobileNetV2), shortened: 120 steps of 16
+  # 65x65 crops at twice the learning rate; 75 steps of 97x97 crops cost as much and end
+  # in mid-climb, where the mIoU varies more from run to run (0.46-0.70 over 12 runs of
+  # the full backbone).
   config = load_experiment(
       'synthetic', (), f'train_data.dataset_dir={synthetic_dir},eval_data.dataset_dir='
       f'{synthetic_dir},train_data.crop_size=[65, 65],trainer.base_learning_rate=0.1,'
@@ -90,12 +95,12 @@ def test_small_model_learns_the_synthetic_dataset(synthetic_dir, tmp_path):
   result = train(config, str(tmp_path))
   assert result.step == 120 and not result.preempted
   # Chance: predicting the majority class everywhere gives a mean IoU of ~0.16.
-  # Measured 0.69-0.92 over 6 seeds with oneDNN and 3 with the generic kernels.
+  # Measured 0.70-0.93 over 5 seeds with oneDNN and 3 with the generic kernels.
   assert result.metrics['train_miou'] > 0.25, result.metrics
   summaries = _summaries(str(tmp_path / 'train'))
   losses = summaries['loss'][1]
   assert [step for step, _ in losses] == [40, 80, 120]
-  # Last over first logged loss: measured 0.11-0.19 on the same 9 runs.
+  # Last over first logged loss: measured 0.11-0.21 on the same 8 runs.
   assert losses[-1][1] < 0.4 * losses[0][1], losses
   assert result.checkpoint.endswith('ckpt-120')
   assert sorted(os.path.basename(p) for p in glob.glob(str(tmp_path / 'ckpt-*.index'))) == [

@@ -2,11 +2,12 @@
 
 Every run here is a subprocess: logical devices must be set before TensorFlow
 starts, multi-worker training needs one process per worker, and op determinism
-is process-wide.
+is process-wide. The tiny models have the short MobileNetV2 (short_mobilenet_v2.py).
 """
 
 import json
 import os
+import pathlib
 import signal
 import socket
 import subprocess
@@ -16,6 +17,8 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+
+HERE = pathlib.Path(__file__).resolve().parent
 
 # One process of a comparison run: trains the tiny model on fixed in-memory
 # batches; each input pipeline takes its contiguous share of every global batch,
@@ -35,6 +38,9 @@ if args.get('logical_cpus'):
   cpu = tf.config.list_physical_devices('CPU')[0]
   tf.config.set_logical_device_configuration(
       cpu, [tf.config.LogicalDeviceConfiguration()] * args['logical_cpus'])
+sys.path.insert(0, args['tests_dir'])
+from short_mobilenet_v2 import use_short_mobilenet_v2
+use_short_mobilenet_v2()
 from deeplab.config import load_experiment
 from deeplab.data.synthetic import generate_example
 from deeplab.training import train
@@ -83,7 +89,8 @@ def _free_ports(count):
 
 def _start_child(script, runs, **extra):
   """A process that trains each (overrides, model_dir) of `runs` in turn."""
-  args = json.dumps({'runs': [{'overrides': o, 'model_dir': str(d)} for o, d in runs], **extra})
+  args = json.dumps({'runs': [{'overrides': o, 'model_dir': str(d)} for o, d in runs],
+                     'tests_dir': str(HERE), **extra})
   return subprocess.Popen([sys.executable, str(script), args], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
 
@@ -139,7 +146,8 @@ def _train_command(model_dir, dataset_dir):
                'trainer.log_every_n_steps=2,trainer.checkpoint_every_n_steps=2,'
                'trainer.eval_every_n_steps=0,'
                f'runtime.deterministic=true,train_data.dataset_dir={dataset_dir}')
-  return [sys.executable, '-m', 'deeplab.tools.train', '--experiment=synthetic',
+  return [sys.executable, str(HERE / 'short_mobilenet_v2.py'), '-m', 'deeplab.tools.train',
+          '--experiment=synthetic',
           f'--model_dir={model_dir}', f'--params_override={overrides}']
 
 

@@ -14,6 +14,10 @@ from deeplab.visualization import (PredictionOutputs, cityscapes_label_ids,
                                    load_predictor, overlay, predict_files, read_image,
                                    side_by_side)
 
+# Tiny models with the short MobileNetV2 (short_mobilenet_v2.py); tests that compare
+# with official weights, or whose model a full-backbone process reads, build the full one.
+pytestmark = pytest.mark.short_mobilenet_v2
+
 
 def _palette(data: bytes) -> np.ndarray:
   """The PLTE chunk of a PNG as uint8 [N, 3]."""
