@@ -1,5 +1,5 @@
-"""Shared test set-up: quiet TensorFlow, small thread pools, the shared data, and the
-short MobileNetV2 of the tiny models (short_mobilenet_v2.py)."""
+"""Shared test set-up: quiet TensorFlow, the shared data, and the short MobileNetV2 of
+the tiny models (short_mobilenet_v2.py)."""
 
 import os
 import pathlib
