@@ -10,27 +10,32 @@ serve tiny models. Fidelity tests (official checkpoints, parameter counts, kerne
 every backbone) and the documented runs (demo, fine-tune guide) build the full one.
 
 A command-line tool with it, for a test that hands the tool a checkpoint of a short
-model:
+model (`tool_command`):
   python tests/short_mobilenet_v2.py -m deeplab.tools.export --flag=...
 """
 
+import os
 import runpy
 import sys
+from typing import List
 
 UNITS = ((1, 16, 1), (6, 24, 2), (6, 24, 1), (6, 32, 2), (6, 32, 1), (6, 32, 1), (6, 96, 2),
          (6, 320, 2))
 
 
 def use_short_mobilenet_v2():
-  """Builds every later MobileNetV2 of this process with `UNITS`; returns the full table.
+  """Builds every later MobileNetV2 of this process with `UNITS`.
 
   Official-layout checkpoints are recognized by their last unit, which the library
   reads from the full table when it loads: they need the full backbone.
   """
   from deeplab.backbones import mobilenet_v2  # pylint: disable=import-outside-toplevel
-  full = mobilenet_v2.MOBILENET_V2_UNITS
   mobilenet_v2.MOBILENET_V2_UNITS = UNITS
-  return full
+
+
+def tool_command(module: str) -> List[str]:
+  """The command line of `python -m <module>` building the short MobileNetV2."""
+  return [sys.executable, os.path.abspath(__file__), '-m', module]
 
 
 if __name__ == '__main__':

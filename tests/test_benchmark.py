@@ -19,12 +19,12 @@ from deeplab.benchmark import (BenchmarkConfig, Timing, append_results, describe
                                speed_table, time_calls, time_interleaved, write_speed_table)
 from deeplab.layers import ConvBN, DepthwiseConvBN, SeparableConvBN
 from deeplab.model import precision_policy
+from short_mobilenet_v2 import tool_command
 
 # Tiny models with the short MobileNetV2 (short_mobilenet_v2.py), in the tool's process
 # too; the photo agreement, calibrated on the full one, builds it.
 pytestmark = pytest.mark.short_mobilenet_v2
-HERE = pathlib.Path(__file__).resolve().parent
-RESULTS_DIR = HERE.parent / 'tools' / 'benchmarks'
+RESULTS_DIR = pathlib.Path(__file__).resolve().parent.parent / 'tools' / 'benchmarks'
 TINY = dict(backbone='mobilenet_v2', size=(65, 65), batch_size=2, runs=1, warmup=0)
 MACHINE_KEYS = {'cpu', 'cores', 'cpu_features', 'tensorflow', 'onednn', 'intra_op_threads',
                 'inter_op_threads', 'gpus'}
@@ -33,8 +33,7 @@ SPEED_KEYS = {'images_per_second', 'gmac_per_second', 'fraction_of_ceiling'}
 
 
 def _run_tool(*flags):
-  return subprocess.run([sys.executable, str(HERE / 'short_mobilenet_v2.py'), '-m',
-                         'deeplab.tools.benchmark', *flags],
+  return subprocess.run([*tool_command('deeplab.tools.benchmark'), *flags],
                         capture_output=True, text=True, timeout=600, check=False)
 
 

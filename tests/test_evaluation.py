@@ -1,6 +1,5 @@
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -19,11 +18,11 @@ from deeplab.evaluation import (EvalResult, Evaluator, evaluate, evaluate_checkp
                                 format_results, write_results)
 from deeplab.metrics import segmentation_metrics
 from deeplab.predict import predict_labels, predict_logits, predict_probabilities
+from short_mobilenet_v2 import tool_command
 
 # Tiny models with the short MobileNetV2 (short_mobilenet_v2.py); tests that compare
 # with official weights, or whose model a full-backbone process reads, build the full one.
 pytestmark = pytest.mark.short_mobilenet_v2
-HERE = pathlib.Path(__file__).resolve().parent
 
 NUM_CLASSES = 4
 IGNORE = 255
@@ -315,8 +314,7 @@ def test_deeplab_eval_runs_end_to_end_on_tfrecords(tmp_path):
       '        aspp_convs_filters: 16, decoder_filters: 16}\n'
       f'eval_data: {{dataset_dir: "{tmp_path / "data"}", split: val, batch_size: 1}}\n')
   process = subprocess.run(
-      [sys.executable, str(HERE / 'short_mobilenet_v2.py'), '-m', 'deeplab.tools.evaluate',
-       f'--experiment={experiment}',
+      [*tool_command('deeplab.tools.evaluate'), f'--experiment={experiment}',
        f'--checkpoint={tmp_path / "run"}', '--flip', '--trimap_widths=3'],
       capture_output=True, text=True, timeout=300, check=False)
   assert process.returncode == 0, process.stderr

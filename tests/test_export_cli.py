@@ -2,9 +2,7 @@
 multi-scale + flip at output stride 8 inside the graph."""
 
 import os
-import pathlib
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,11 +13,11 @@ from deeplab import ModelConfig, build_model, load_experiment, with_output_strid
 from deeplab.data.synthetic import generate_example
 from deeplab.export import export_from_checkpoint
 from deeplab.predict import predict_labels
+from short_mobilenet_v2 import tool_command
 
 # Tiny models with the short MobileNetV2 (short_mobilenet_v2.py), in the tool's process too.
 pytestmark = pytest.mark.short_mobilenet_v2
 
-HERE = pathlib.Path(__file__).resolve().parent
 CONFIG = ModelConfig(backbone='mobilenet_v2', num_classes=3, depth_multiplier=0.25,
                      decoder_output_stride=None, aspp_convs_filters=16)
 OVERRIDES = ('model.num_classes=3,model.depth_multiplier=0.25,model.decoder_output_stride=null,'
@@ -27,8 +25,8 @@ OVERRIDES = ('model.num_classes=3,model.depth_multiplier=0.25,model.decoder_outp
 
 
 def run_export(*flags, overrides=OVERRIDES):
-  return subprocess.run([sys.executable, str(HERE / 'short_mobilenet_v2.py'), '-m',
-                         'deeplab.tools.export', f'--params_override={overrides}', *flags],
+  return subprocess.run([*tool_command('deeplab.tools.export'), f'--params_override={overrides}',
+                         *flags],
                         capture_output=True, text=True,
                         env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
 

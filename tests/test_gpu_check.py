@@ -4,21 +4,18 @@ import json
 import os
 import pathlib
 import subprocess
-import sys
 
 import pytest
+
+from short_mobilenet_v2 import tool_command
 
 # Hides any GPU, so the tests behave the same on machines with one.
 _CPU_ONLY = {**os.environ, 'CUDA_VISIBLE_DEVICES': ''}
 
 
-HERE = pathlib.Path(__file__).resolve().parent
-
-
 def _gpu_check(*arguments):
-  # The check's own MobileNetV2 is the tests' short one (short_mobilenet_v2.py).
-  return subprocess.run([sys.executable, str(HERE / 'short_mobilenet_v2.py'), '-m',
-                         'deeplab.tools.gpu_check', *arguments],
+  # The check's own MobileNetV2 is the tests' short one.
+  return subprocess.run([*tool_command('deeplab.tools.gpu_check'), *arguments],
                         capture_output=True, text=True, timeout=600, env=_CPU_ONLY,
                         check=False)
 

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from short_mobilenet_v2 import tool_command
+
 HERE = pathlib.Path(__file__).resolve().parent
 
 # One process of a comparison run: trains the tiny model on fixed in-memory
@@ -146,8 +148,7 @@ def _train_command(model_dir, dataset_dir):
                'trainer.log_every_n_steps=2,trainer.checkpoint_every_n_steps=2,'
                'trainer.eval_every_n_steps=0,'
                f'runtime.deterministic=true,train_data.dataset_dir={dataset_dir}')
-  return [sys.executable, str(HERE / 'short_mobilenet_v2.py'), '-m', 'deeplab.tools.train',
-          '--experiment=synthetic',
+  return [*tool_command('deeplab.tools.train'), '--experiment=synthetic',
           f'--model_dir={model_dir}', f'--params_override={overrides}']
 
 
